@@ -1,0 +1,469 @@
+"""Claim due work, send it, record what happened. The database is the truth: every email exists
+as a delivery row before anything is enqueued, and a row whose lease runs out is handed out again.
+
+Exactly once: a delivery is claimed by one worker (lease owner) before sending, and marked sent in
+the same moment the SMTP server accepts it, together with the enrollment's next due time. The
+only duplicate left is a message the server accepted just before its worker died, before the
+commit: at most one per killed worker process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+from course.clock import Clock, as_utc
+from course.db import is_sqlite, session_scope
+from course.mailer import ConnectionProblem, Mailer, PermanentError, SendError, TransientError
+from course.message import build_message, new_message_id
+from course.models import (
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Lesson,
+    SequenceVersion,
+    Subscriber,
+)
+from course.render import Content, Layout, Links, Persona, render_email
+from course.schedule import next_due
+from course.settings import Settings
+from course.tokens import Purpose, make_token
+
+log = logging.getLogger(__name__)
+
+
+def _chunks(ids: list[int], size: int) -> list[list[int]]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+# --- the beat tick ---------------------------------------------------------------------------
+
+
+def release_expired(engine: Engine, settings: Settings, clock: Clock, limit: int) -> list[int]:
+    """Pending deliveries nobody holds (lost message, killed worker, retry time reached):
+    lease them anew so they can be enqueued again."""
+    now = clock.now()
+    expired = (
+        select(Delivery.id)
+        .where(
+            Delivery.status == DeliveryStatus.PENDING,
+            or_(Delivery.lease_until.is_(None), Delivery.lease_until <= now),  # type: ignore[union-attr,operator]
+        )
+        .limit(limit)
+    )
+    if not is_sqlite(engine):
+        expired = expired.with_for_update(skip_locked=True)
+    stmt = (
+        update(Delivery)
+        .where(Delivery.id.in_(expired.scalar_subquery()))  # type: ignore[union-attr]
+        .values(lease_until=now + timedelta(seconds=settings.lease_seconds), lease_owner=None)
+        .returning(Delivery.id)
+    )
+    with session_scope(engine) as session:
+        return list(session.execute(stmt).scalars())
+
+
+def claim_due(engine: Engine, settings: Settings, clock: Clock, limit: int) -> list[int]:
+    """Turn due enrollments into delivery rows, in one transaction; return the new delivery ids."""
+    now = clock.now()
+    due = (
+        select(Enrollment.id)
+        .where(Enrollment.status == EnrollmentStatus.ACTIVE, Enrollment.next_due_at <= now)  # type: ignore[operator]
+        .order_by(Enrollment.next_due_at)
+        .limit(limit)
+    )
+    if not is_sqlite(engine):
+        due = due.with_for_update(skip_locked=True)
+    # While a lesson is in flight the enrollment has no due time; sending sets the next one.
+    claim = (
+        update(Enrollment)
+        .where(Enrollment.id.in_(due.scalar_subquery()))  # type: ignore[union-attr]
+        .values(next_due_at=None)
+        .returning(Enrollment.id, Enrollment.next_position)
+    )
+    lease_until = now + timedelta(seconds=settings.lease_seconds)
+    with session_scope(engine) as session:
+        claimed = session.execute(claim).all()
+        if not claimed:
+            return []
+        rows = [
+            {
+                "enrollment_id": eid,
+                "kind": DeliveryKind.LESSON.value,
+                "position": pos,
+                "message_id": new_message_id("lesson", eid, pos, settings.message_domain),
+                "status": DeliveryStatus.PENDING.value,
+                "attempts": 0,
+                "lease_until": lease_until,
+                "created_at": now,
+            }
+            for eid, pos in claimed
+        ]
+        dialect = sqlite if is_sqlite(engine) else postgresql
+        insert = dialect.insert(Delivery).on_conflict_do_nothing().returning(Delivery.id)
+        return list(session.execute(insert, rows).scalars()) if len(rows) else []
+
+
+def tick(engine: Engine, settings: Settings, clock: Clock, budget_seconds: float = 2.0) -> list[list[int]]:
+    """One beat tick: re-lease what was lost, turn due enrollments into deliveries, and return
+    the batches of delivery ids to enqueue (after commit, so a task never runs before its row)."""
+    started = time.monotonic()
+    ids = release_expired(engine, settings, clock, settings.claim_batch * 10)
+    while time.monotonic() - started < budget_seconds:
+        fresh = claim_due(engine, settings, clock, settings.claim_batch)
+        ids.extend(fresh)
+        if len(fresh) < settings.claim_batch:
+            break
+    return _chunks(ids, settings.send_batch)
+
+
+# --- sending a batch -------------------------------------------------------------------------
+
+
+@dataclass
+class BatchResult:
+    sent: list[int] = field(default_factory=list)
+    retried: list[int] = field(default_factory=list)
+    bounced: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    released: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Job:
+    delivery: Delivery
+    enrollment: Enrollment
+    subscriber: Subscriber
+    version: SequenceVersion
+    lesson: Lesson | None
+
+
+def claim_batch(engine: Engine, settings: Settings, clock: Clock, ids: Iterable[int], owner: str) -> list[int]:
+    """Take the lease on those ids nobody else holds. A duplicate task for the same ids finds
+    them taken and sends nothing."""
+    now = clock.now()
+    stmt = (
+        update(Delivery)
+        .where(
+            Delivery.id.in_(list(ids)),  # type: ignore[union-attr]
+            Delivery.status == DeliveryStatus.PENDING,
+            or_(Delivery.lease_owner.is_(None), Delivery.lease_until <= now),  # type: ignore[union-attr,operator]
+        )
+        .values(lease_owner=owner, lease_until=now + timedelta(seconds=settings.lease_seconds))
+        .returning(Delivery.id)
+    )
+    with session_scope(engine) as session:
+        return list(session.execute(stmt).scalars())
+
+
+def load_jobs(session: Session, ids: list[int]) -> list[Job]:
+    """Everything needed to render and send a batch, in one query."""
+    stmt = (
+        select(Delivery, Enrollment, Subscriber, SequenceVersion, Lesson)
+        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)  # type: ignore[arg-type]
+        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)  # type: ignore[arg-type]
+        .join(SequenceVersion, SequenceVersion.id == Enrollment.version_id)  # type: ignore[arg-type]
+        .outerjoin(
+            Lesson,
+            and_(
+                Delivery.kind == DeliveryKind.LESSON,
+                Lesson.version_id == Enrollment.version_id,
+                Lesson.position == Delivery.position,
+            ),
+        )
+        .where(Delivery.id.in_(ids))  # type: ignore[union-attr]
+        .order_by(Delivery.id)
+    )
+    return [Job(*row) for row in session.execute(stmt).all()]
+
+
+def _sendable(job: Job) -> bool:
+    if job.subscriber.suppressed_at is not None:
+        return False
+    if job.delivery.kind == DeliveryKind.CONFIRM:
+        return job.enrollment.status == EnrollmentStatus.PENDING
+    return job.enrollment.status == EnrollmentStatus.ACTIVE and job.lesson is not None
+
+
+def _lesson_delays(session: Session, version_ids: set[int]) -> dict[tuple[int, int], int]:
+    rows = session.execute(
+        select(Lesson.version_id, Lesson.position, Lesson.delay_days).where(
+            Lesson.version_id.in_(version_ids)  # type: ignore[attr-defined]
+        )
+    ).all()
+    return {(v, p): d for v, p, d in rows}
+
+
+class Composer:
+    """Renders the email for a job: the lesson, or the confirmation request."""
+
+    def __init__(self, settings: Settings, clock: Clock) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.layout = Layout.load(settings.lessons_dir / "_layout")
+
+    def link(self, path: str) -> str:
+        return f"{self.settings.base_url.rstrip('/')}{path}"
+
+    def compose(self, job: Job) -> Any:
+        s = self.settings
+        unsubscribe_url = self.link(
+            "/unsubscribe/" + make_token(s.secret_key, Purpose.UNSUBSCRIBE, job.enrollment.id, self.clock)  # type: ignore[arg-type]
+        )
+        persona = Persona(
+            first_name=job.subscriber.first_name,
+            relationship=job.subscriber.relationship,
+            substance=job.subscriber.substance,
+        )
+        extra: dict[str, Any] = {}
+        if job.lesson is not None:
+            content = Content(
+                subject=job.lesson.subject,
+                preheader=job.lesson.preheader,
+                body=job.lesson.body,
+                sources=job.lesson.sources,
+                module=job.lesson.module,
+                sender_name=job.version.sender_name,
+                locale=job.version.locale,
+            )
+        else:
+            content = confirm_content(self.layout_dir, job.version)
+            token = make_token(s.secret_key, Purpose.CONFIRM, job.enrollment.id, self.clock)  # type: ignore[arg-type]
+            extra = {
+                "confirm_url": self.link(f"/confirm/{token}"),
+                "sequence_title": job.version.title,
+                "confirm_days": s.confirm_ttl_days,
+            }
+        links = Links(
+            unsubscribe_url=unsubscribe_url,
+            postal_address=s.postal_address,
+            base_url=s.base_url,
+            stage_url=None,
+        )
+        rendered = render_email(content, persona, links, self.layout, extra)
+        return build_message(
+            rendered=rendered,
+            from_address=s.from_address,
+            sender_name=job.version.sender_name,
+            to=job.subscriber.email,
+            message_id=job.delivery.message_id,
+            unsubscribe_url=unsubscribe_url,
+            unsubscribe_mailto=s.unsubscribe_mailto,
+            date=self.clock.now(),
+        )
+
+    @property
+    def layout_dir(self) -> Any:
+        return self.settings.lessons_dir / "_layout"
+
+
+def confirm_content(layout_dir: Any, version: SequenceVersion) -> Content:
+    from course.lessons import split_front_matter
+
+    name = "confirm.md" if version.locale == "en" else f"confirm.{version.locale}.md"
+    path = layout_dir / name
+    if not path.exists():
+        path = layout_dir / "confirm.md"
+    data, body, _ = split_front_matter(path.read_text(encoding="utf-8"), path)
+    return Content(
+        subject=data["subject"],
+        preheader=data.get("preheader", ""),
+        body=body,
+        sender_name=version.sender_name,
+        locale=version.locale,
+    )
+
+
+def send_batch(
+    engine: Engine,
+    settings: Settings,
+    clock: Clock,
+    mailer: Mailer,
+    ids: list[int],
+    composer: Composer | None = None,
+) -> BatchResult:
+    """Send the deliveries in `ids` that this worker can claim, recording each outcome at once."""
+    result = BatchResult()
+    owner = uuid.uuid4().hex
+    claimed = claim_batch(engine, settings, clock, ids, owner)
+    result.skipped = sorted(set(ids) - set(claimed))
+    if not claimed:
+        return result
+    composer = composer or Composer(settings, clock)
+    with Session(engine, expire_on_commit=False) as session:
+        jobs = load_jobs(session, claimed)
+        delays = _lesson_delays(session, {j.enrollment.version_id for j in jobs})
+        session.commit()  # end the read (and SQLite's write lock) before talking to SMTP
+    cancel = [j.delivery.id for j in jobs if not _sendable(j)]
+    if cancel:
+        _finish(engine, cancel, owner, DeliveryStatus.CANCELLED, clock.now(), None)
+        result.skipped.extend(cancel)  # type: ignore[arg-type]
+    # Stop well inside the lease, so a slow batch never overlaps the worker that retries it.
+    deadline = clock.now() + timedelta(seconds=settings.lease_seconds / 2)
+    pending = [j for j in jobs if _sendable(j)]
+    for index, job in enumerate(pending):
+        if clock.now() >= deadline:
+            result.released = _release(engine, [j.delivery.id for j in pending[index:]], owner, clock.now())
+            break
+        delivery_id: int = job.delivery.id  # type: ignore[assignment]
+        try:
+            message = composer.compose(job)
+        except Exception as exc:  # a lesson that cannot render must not block the rest
+            log.exception("delivery %s cannot be rendered", delivery_id)
+            _finish(engine, [delivery_id], owner, DeliveryStatus.FAILED, clock.now(), f"render: {exc}")
+            result.failed.append(delivery_id)
+            continue
+        try:
+            mailer.send(message, _envelope_sender(settings), job.subscriber.email)
+        except PermanentError as exc:
+            record_bounce(engine, job, owner, clock.now(), exc)
+            result.bounced.append(delivery_id)
+        except TransientError as exc:
+            if record_retry(engine, settings, job, owner, clock.now(), exc):
+                result.retried.append(delivery_id)
+            else:
+                result.failed.append(delivery_id)
+            if isinstance(exc, ConnectionProblem):
+                # The server is down for everyone: don't burn through the batch, say so loudly.
+                log.error("SMTP server unreachable (%s); %d deliveries left for later", exc, len(pending) - index - 1)
+                rest = [j.delivery.id for j in pending[index + 1 :]]
+                result.released = _release(engine, rest, owner, clock.now() + _backoff(settings, 1))  # type: ignore[arg-type]
+                break
+        else:
+            record_sent(engine, settings, job, owner, clock.now(), delays)
+            result.sent.append(delivery_id)
+    return result
+
+
+def _envelope_sender(settings: Settings) -> str:
+    from email.utils import parseaddr
+
+    return parseaddr(settings.from_address)[1]
+
+
+def record_sent(
+    engine: Engine,
+    settings: Settings,
+    job: Job,
+    owner: str,
+    now: datetime,
+    delays: dict[tuple[int, int], int],
+) -> None:
+    """Mark the delivery sent and, for a lesson, set when the next one is due: one commit."""
+    with session_scope(engine) as session:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == job.delivery.id, Delivery.lease_owner == owner)
+            .values(status=DeliveryStatus.SENT, sent_at=now, lease_owner=None, lease_until=None)
+        )
+        if job.delivery.kind != DeliveryKind.LESSON:
+            return
+        position = job.delivery.position
+        next_delay = delays.get((job.enrollment.version_id, position + 1))
+        values: dict[str, Any]
+        if next_delay is None:
+            values = {"status": EnrollmentStatus.COMPLETED, "ended_at": now, "next_due_at": None}
+        else:
+            values = {
+                "next_position": position + 1,
+                "next_due_at": next_due(
+                    now,
+                    next_delay,
+                    time_zone=job.subscriber.time_zone,
+                    send_hour=job.subscriber.send_hour,
+                    day_seconds=settings.day_seconds,
+                ),
+            }
+        session.execute(
+            update(Enrollment)
+            .where(
+                Enrollment.id == job.enrollment.id,
+                Enrollment.status == EnrollmentStatus.ACTIVE,
+                Enrollment.next_position == position,
+            )
+            .values(**values)
+        )
+
+
+def record_bounce(engine: Engine, job: Job, owner: str, now: datetime, exc: SendError) -> None:
+    """A permanent refusal: stop this person's courses and never write to the address again."""
+    reason = str(exc)[:500]
+    with session_scope(engine) as session:
+        _finish_in(session, [job.delivery.id], owner, DeliveryStatus.BOUNCED, now, reason)  # type: ignore[list-item]
+        session.execute(
+            update(Enrollment)
+            .where(
+                Enrollment.subscriber_id == job.subscriber.id,
+                Enrollment.status.in_([EnrollmentStatus.PENDING, EnrollmentStatus.ACTIVE]),  # type: ignore[attr-defined]
+            )
+            .values(status=EnrollmentStatus.BOUNCED, next_due_at=None, ended_at=now)
+        )
+        session.execute(
+            update(Subscriber)
+            .where(Subscriber.id == job.subscriber.id)
+            .values(suppressed_at=now, suppressed_reason=reason)
+        )
+    log.warning("hard bounce for delivery %s: %s", job.delivery.id, reason)
+
+
+def _backoff(settings: Settings, attempts: int) -> timedelta:
+    return timedelta(seconds=min(settings.retry_base_seconds * 2 ** (attempts - 1), 6 * 3600))
+
+
+def record_retry(
+    engine: Engine, settings: Settings, job: Job, owner: str, now: datetime, exc: SendError
+) -> bool:
+    """A temporary failure: try again after an exponential backoff, up to max_attempts."""
+    attempts = job.delivery.attempts + 1
+    give_up = attempts >= settings.max_attempts
+    with session_scope(engine) as session:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == job.delivery.id, Delivery.lease_owner == owner)
+            .values(
+                attempts=attempts,
+                last_error=str(exc)[:500],
+                lease_owner=None,
+                status=DeliveryStatus.FAILED if give_up else DeliveryStatus.PENDING,
+                lease_until=None if give_up else now + _backoff(settings, attempts),
+            )
+        )
+    if give_up:
+        log.error("delivery %s failed %d times, giving up: %s", job.delivery.id, attempts, exc)
+    return not give_up
+
+
+def _release(engine: Engine, ids: list[int], owner: str, when: datetime) -> list[int]:
+    if ids:
+        with session_scope(engine) as session:
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(ids), Delivery.lease_owner == owner)  # type: ignore[union-attr]
+                .values(lease_owner=None, lease_until=when)
+            )
+    return ids
+
+
+def _finish(engine: Engine, ids: list[int], owner: str, status: str, now: datetime, error: str | None) -> None:
+    with session_scope(engine) as session:
+        _finish_in(session, ids, owner, status, now, error)
+
+
+def _finish_in(session: Session, ids: list[int], owner: str, status: str, now: datetime, error: str | None) -> None:
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(ids), Delivery.lease_owner == owner)  # type: ignore[union-attr]
+        .values(status=status, lease_owner=None, lease_until=None, last_error=error)
+    )

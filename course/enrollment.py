@@ -1,0 +1,266 @@
+"""The domain verbs of a subscription: enroll, confirm, unsubscribe, and a person's own data."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import delete, func, update
+from sqlmodel import Session, select
+
+from course.clock import Clock, as_utc
+from course.errors import InvalidInput, TokenInvalid
+from course.lessons import latest_version
+from course.message import new_message_id
+from course.models import (
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Lesson,
+    Subscriber,
+)
+from course.render import PERSONA_VALUES
+from course.schedule import next_due, valid_time_zone
+from course.settings import Settings
+
+NAME_RE = re.compile(r"^[^\W\d_](?:[^\W\d_]|[ .'\-])*$")
+# A second confirmation email for the same enrollment is not sent sooner than this.
+CONFIRM_RESEND_AFTER = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class EnrollRequest:
+    email: str
+    first_name: str = ""
+    time_zone: str = "UTC"
+    send_hour: int = 9
+    sequence: str = ""
+    relationship: str = "other"
+    substance: str = "opioids"
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], default_sequence: str) -> EnrollRequest:
+        """Validate raw form or JSON fields; InvalidInput says what to fix, in plain words."""
+        email = _email(data.get("email"))
+        first_name = str(data.get("first_name") or "").strip()
+        if len(first_name) > 40:
+            raise InvalidInput("Please keep the first name to 40 characters or fewer.")
+        if first_name and not NAME_RE.match(first_name):
+            raise InvalidInput(
+                "A first name can have letters, spaces, dots, apostrophes and dashes only."
+            )
+        tz = str(data.get("time_zone") or "").strip() or "UTC"
+        hour_raw = data.get("send_hour")
+        if hour_raw in (None, ""):
+            hour = 9
+        else:
+            try:
+                hour = int(str(hour_raw).split(":")[0])
+            except ValueError:
+                raise InvalidInput("The send hour must be a whole hour from 0 to 23.") from None
+            if not 0 <= hour <= 23:
+                raise InvalidInput("The send hour must be a whole hour from 0 to 23.")
+        relationship = _choice(data.get("relationship"), "relationship", "other")
+        substance = _choice(data.get("substance"), "substance", "opioids")
+        sequence = str(data.get("sequence") or default_sequence).strip()
+        return cls(
+            email=email,
+            first_name=first_name,
+            time_zone=valid_time_zone(tz),
+            send_hour=hour,
+            sequence=sequence,
+            relationship=relationship,
+            substance=substance,
+        )
+
+
+def _email(raw: Any) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise InvalidInput("Please enter your email address.")
+    if len(raw) > 254 or "\n" in raw or "\r" in raw:
+        raise InvalidInput("That email address does not look right.")
+    try:
+        result = validate_email(raw.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidInput(f"That email address does not look right: {exc}") from exc
+    return result.normalized.lower()
+
+
+def _choice(raw: Any, name: str, default: str) -> str:
+    value = str(raw or "").strip() or default
+    if value not in PERSONA_VALUES[name]:
+        raise InvalidInput(f"Unknown {name} {value!r}.")
+    return value
+
+
+def enroll(session: Session, settings: Settings, clock: Clock, req: EnrollRequest) -> list[int]:
+    """Record the wish to join and write a confirmation email; return delivery ids to enqueue.
+
+    The caller answers the same whatever happens here, so nobody can learn from the answer
+    whether an address is on the list.
+    """
+    now = clock.now()
+    version = latest_version(session, req.sequence)
+    subscriber = session.exec(select(Subscriber).where(Subscriber.email == req.email)).first()
+    if subscriber is None:
+        subscriber = Subscriber(email=req.email, created_at=now)
+        session.add(subscriber)
+    if subscriber.suppressed_at is not None:
+        return []
+    enrollment = session.exec(
+        select(Enrollment).where(
+            Enrollment.subscriber_id == subscriber.id, Enrollment.sequence_slug == req.sequence
+        )
+    ).first() if subscriber.id else None
+    if enrollment is not None and enrollment.status == EnrollmentStatus.ACTIVE:
+        return []  # already receiving lessons; don't let a stranger change their details
+    _apply_profile(subscriber, req)
+    session.flush()
+    if enrollment is None:
+        enrollment = Enrollment(
+            subscriber_id=subscriber.id, sequence_slug=req.sequence, version_id=version.id,
+            created_at=now,
+        )
+        session.add(enrollment)
+        session.flush()
+    elif enrollment.status != EnrollmentStatus.PENDING:
+        # Finished or left earlier: start again from lesson 1 on the newest version, after opt-in.
+        enrollment.status = EnrollmentStatus.PENDING
+        enrollment.version_id = version.id  # type: ignore[assignment]
+        enrollment.next_position = 1
+        enrollment.next_due_at = None
+        enrollment.confirmed_at = None
+        enrollment.ended_at = None
+    last = session.exec(
+        select(func.max(Delivery.position), func.max(Delivery.created_at)).where(
+            Delivery.enrollment_id == enrollment.id, Delivery.kind == DeliveryKind.CONFIRM
+        )
+    ).one()
+    count, last_at = last[0] or 0, last[1]
+    if last_at is not None and now - as_utc(last_at) < CONFIRM_RESEND_AFTER:
+        return []
+    delivery = Delivery(
+        enrollment_id=enrollment.id,  # type: ignore[arg-type]
+        kind=DeliveryKind.CONFIRM,
+        position=count + 1,
+        message_id=new_message_id("confirm", enrollment.id, count + 1, settings.message_domain),  # type: ignore[arg-type]
+        created_at=now,
+        lease_until=now + timedelta(seconds=settings.lease_seconds),
+    )
+    session.add(delivery)
+    session.flush()
+    return [delivery.id]  # type: ignore[list-item]
+
+
+def _apply_profile(subscriber: Subscriber, req: EnrollRequest) -> None:
+    subscriber.first_name = req.first_name
+    subscriber.time_zone = req.time_zone
+    subscriber.send_hour = req.send_hour
+    subscriber.relationship = req.relationship
+    subscriber.substance = req.substance
+
+
+def confirm(session: Session, settings: Settings, clock: Clock, enrollment_id: int) -> Enrollment:
+    """Activate a pending enrollment; its first lesson becomes due. Clicking twice is harmless."""
+    enrollment = session.get(Enrollment, enrollment_id)
+    if enrollment is None:
+        raise TokenInvalid("This link is no longer valid. You can sign up again on our home page.")
+    if enrollment.status != EnrollmentStatus.PENDING:
+        return enrollment
+    subscriber = session.get(Subscriber, enrollment.subscriber_id)
+    first = session.exec(
+        select(Lesson).where(Lesson.version_id == enrollment.version_id, Lesson.position == 1)
+    ).one()
+    now = clock.now()
+    enrollment.status = EnrollmentStatus.ACTIVE
+    enrollment.confirmed_at = now
+    enrollment.next_position = 1
+    enrollment.next_due_at = next_due(
+        now,
+        first.delay_days,
+        time_zone=subscriber.time_zone if subscriber else "UTC",
+        send_hour=subscriber.send_hour if subscriber else 9,
+        day_seconds=settings.day_seconds,
+    )
+    return enrollment
+
+
+def unsubscribe(session: Session, clock: Clock, enrollment_id: int) -> Subscriber | None:
+    """Stop every course for the person behind this enrollment, at once, and cancel what is queued."""
+    enrollment = session.get(Enrollment, enrollment_id)
+    if enrollment is None:
+        return None  # erased already: nothing is left to stop
+    now = clock.now()
+    ids = select(Enrollment.id).where(Enrollment.subscriber_id == enrollment.subscriber_id)
+    session.execute(
+        update(Enrollment)
+        .where(
+            Enrollment.subscriber_id == enrollment.subscriber_id,
+            Enrollment.status.in_([EnrollmentStatus.PENDING, EnrollmentStatus.ACTIVE]),  # type: ignore[attr-defined]
+        )
+        .values(status=EnrollmentStatus.UNSUBSCRIBED, next_due_at=None, ended_at=now)
+    )
+    session.execute(
+        update(Delivery)
+        .where(Delivery.enrollment_id.in_(ids), Delivery.status == DeliveryStatus.PENDING)  # type: ignore[attr-defined]
+        .values(status=DeliveryStatus.CANCELLED, lease_owner=None)
+    )
+    return session.get(Subscriber, enrollment.subscriber_id)
+
+
+def export(session: Session, email: str) -> dict[str, Any] | None:
+    """Everything stored about one address, as plain data."""
+    subscriber = session.exec(select(Subscriber).where(Subscriber.email == email.lower())).first()
+    if subscriber is None:
+        return None
+    enrollments = session.exec(
+        select(Enrollment).where(Enrollment.subscriber_id == subscriber.id)
+    ).all()
+    deliveries = session.exec(
+        select(Delivery).where(Delivery.enrollment_id.in_([e.id for e in enrollments]))  # type: ignore[attr-defined]
+    ).all()
+
+    def iso(value: datetime | None) -> str | None:
+        return as_utc(value).isoformat() if value else None
+
+    return {
+        "email": subscriber.email,
+        "first_name": subscriber.first_name,
+        "time_zone": subscriber.time_zone,
+        "send_hour": subscriber.send_hour,
+        "relationship": subscriber.relationship,
+        "substance": subscriber.substance,
+        "signed_up_at": iso(subscriber.created_at),
+        "suppressed_at": iso(subscriber.suppressed_at),
+        "enrollments": [
+            {
+                "course": e.sequence_slug,
+                "status": e.status,
+                "confirmed_at": iso(e.confirmed_at),
+                "next_lesson": e.next_position,
+                "emails": [
+                    {"kind": d.kind, "number": d.position, "status": d.status, "sent_at": iso(d.sent_at)}
+                    for d in deliveries
+                    if d.enrollment_id == e.id
+                ],
+            }
+            for e in enrollments
+        ],
+    }
+
+
+def erase(session: Session, email: str) -> bool:
+    """Delete the person and everything about them. Returns whether anything was there."""
+    subscriber = session.exec(select(Subscriber).where(Subscriber.email == email.lower())).first()
+    if subscriber is None:
+        return False
+    ids = select(Enrollment.id).where(Enrollment.subscriber_id == subscriber.id)
+    session.execute(delete(Delivery).where(Delivery.enrollment_id.in_(ids)))  # type: ignore[attr-defined]
+    session.execute(delete(Enrollment).where(Enrollment.subscriber_id == subscriber.id))
+    session.delete(subscriber)
+    return True

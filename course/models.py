@@ -1,0 +1,121 @@
+"""Database tables: subscribers, published lesson sequences, enrollments and deliveries."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def _ts(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=nullable, index=index))
+
+
+class EnrollmentStatus(StrEnum):
+    PENDING = "pending"  # waiting for the double opt-in
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+
+
+class DeliveryKind(StrEnum):
+    CONFIRM = "confirm"
+    LESSON = "lesson"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"  # gave up after repeated temporary errors
+    BOUNCED = "bounced"  # the server refused the address for good
+    CANCELLED = "cancelled"  # unsubscribed or erased before it went out
+
+
+class Subscriber(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=254, unique=True)
+    first_name: str = Field(default="", max_length=40)
+    time_zone: str = Field(default="UTC", max_length=64)
+    send_hour: int = 9
+    relationship: str = Field(default="other", max_length=16)
+    substance: str = Field(default="opioids", max_length=16)
+    created_at: datetime = _ts(nullable=False)
+    suppressed_at: datetime | None = _ts()
+    suppressed_reason: str | None = Field(default=None, max_length=500)
+
+
+class SequenceVersion(SQLModel, table=True):
+    __tablename__ = "sequence_version"
+    __table_args__ = (UniqueConstraint("slug", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(max_length=64, index=True)
+    version: int
+    title: str = Field(max_length=200)
+    description: str = ""
+    locale: str = Field(default="en", max_length=8)
+    sender_name: str = Field(max_length=80)
+    content_hash: str = Field(max_length=64)
+    published_at: datetime = _ts(nullable=False)
+
+
+class Lesson(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("version_id", "position"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    version_id: int = Field(foreign_key="sequence_version.id")
+    position: int
+    key: str = Field(max_length=64)
+    subject: str = Field(max_length=200)
+    preheader: str = Field(default="", max_length=300)
+    delay_days: int = 0
+    module: str = Field(default="", max_length=32)
+    body: str
+    sources: list[dict[str, str]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class Enrollment(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "sequence_slug"),
+        Index("ix_enrollment_due", "status", "next_due_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(foreign_key="subscriber.id", index=True)
+    sequence_slug: str = Field(max_length=64)
+    version_id: int = Field(foreign_key="sequence_version.id")
+    status: str = Field(default=EnrollmentStatus.PENDING, max_length=16)
+    # The lesson to send next; when it is in flight next_due_at is NULL until it has been sent.
+    next_position: int = 1
+    next_due_at: datetime | None = _ts()
+    created_at: datetime = _ts(nullable=False)
+    confirmed_at: datetime | None = _ts()
+    ended_at: datetime | None = _ts()
+
+
+class Delivery(SQLModel, table=True):
+    """One email that must go out exactly once. The row exists before anything is enqueued."""
+
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "kind", "position"),
+        Index("ix_delivery_pending", "status", "lease_until"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    enrollment_id: int = Field(foreign_key="enrollment.id", index=True)
+    kind: str = Field(max_length=16)
+    # Lesson position for lessons; the n-th confirmation request for confirmations.
+    position: int
+    message_id: str = Field(max_length=200, unique=True)
+    status: str = Field(default=DeliveryStatus.PENDING, max_length=16)
+    attempts: int = 0
+    # A pending row whose lease has run out is handed to a worker again by the next tick.
+    lease_until: datetime | None = _ts()
+    lease_owner: str | None = Field(default=None, max_length=64)
+    created_at: datetime = _ts(nullable=False)
+    sent_at: datetime | None = _ts()
+    last_error: str | None = Field(default=None, max_length=500)

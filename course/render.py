@@ -1,0 +1,218 @@
+"""Turn a lesson (sandboxed Jinja2 + Markdown) and the shared layout into an email's HTML and text.
+
+Rendering is a pure function of the lesson, the reader's persona and the links; compiled
+templates are cached by their source, so a lesson is compiled once and rendered per person.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import css_inline
+from jinja2 import StrictUndefined, Template
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+from markupsafe import Markup
+
+# The names a lesson may use, with every value they can take; `course lessons check` renders
+# each lesson for every combination.
+PERSONA_VALUES: dict[str, tuple[str, ...]] = {
+    "relationship": ("parent", "partner", "child", "sibling", "friend", "other"),
+    "substance": ("opioids", "alcohol", "stimulants", "several", "unsure"),
+}
+LESSON_NAMES = frozenset({"first_name", *PERSONA_VALUES})
+
+# No trim_blocks: an inline `{% endif %}` at the end of a line must keep its line break.
+_lesson_env = ImmutableSandboxedEnvironment(
+    undefined=StrictUndefined, autoescape=False, lstrip_blocks=True
+)
+_layout_html_env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
+_layout_text_env = ImmutableSandboxedEnvironment(
+    undefined=StrictUndefined, autoescape=False, trim_blocks=True, lstrip_blocks=True
+)
+# Raw HTML in a lesson is shown as text: a name or a stray tag can never inject markup.
+_markdown = MarkdownIt("commonmark", {"html": False, "typographer": True})
+_inliner = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
+
+
+@lru_cache(maxsize=2048)
+def compile_lesson(source: str) -> Template:
+    return _lesson_env.from_string(source)
+
+
+@lru_cache(maxsize=64)
+def _compile_layout(source: str, html: bool) -> Template:
+    return (_layout_html_env if html else _layout_text_env).from_string(source)
+
+
+@dataclass(frozen=True)
+class Persona:
+    first_name: str = ""
+    relationship: str = "other"
+    substance: str = "opioids"
+
+    def as_context(self) -> dict[str, str]:
+        return {
+            "first_name": self.first_name,
+            "relationship": self.relationship,
+            "substance": self.substance,
+        }
+
+
+@dataclass(frozen=True)
+class Links:
+    unsubscribe_url: str
+    postal_address: str
+    base_url: str
+    stage_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    html: str
+    text: str
+
+    @classmethod
+    def load(cls, folder: Path) -> Layout:
+        return _load_layout(str(folder))
+
+
+@lru_cache(maxsize=8)
+def _load_layout(folder: str) -> Layout:
+    path = Path(folder)
+    return Layout(
+        html=(path / "email.html").read_text(encoding="utf-8"),
+        text=(path / "email.txt").read_text(encoding="utf-8"),
+    )
+
+
+@dataclass(frozen=True)
+class Content:
+    """What the layout wraps: a subject, a preheader and a Markdown body (all Jinja2)."""
+
+    subject: str
+    preheader: str
+    body: str
+    sources: list[dict[str, str]] = field(default_factory=list)
+    module: str = ""
+    sender_name: str = "Homeward"
+    locale: str = "en"
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    preheader: str
+    html: str
+    text: str
+
+
+def render_template(source: str, context: Mapping[str, Any]) -> str:
+    return compile_lesson(source).render(**context)
+
+
+def render_email(
+    content: Content,
+    persona: Persona,
+    links: Links,
+    layout: Layout,
+    extra: Mapping[str, Any] | None = None,
+) -> RenderedEmail:
+    context: dict[str, Any] = {**persona.as_context(), **(extra or {})}
+    subject = one_line(render_template(content.subject, context))
+    preheader = one_line(render_template(content.preheader, context))
+    markdown = render_template(content.body, context)
+    body_html = _markdown.render(markdown)
+    body_text = markdown_to_text(markdown)
+    frame = {
+        "subject": subject,
+        "preheader": preheader,
+        "sources": content.sources,
+        "module": content.module,
+        "locale": content.locale,
+        "sender_name": content.sender_name,
+        "unsubscribe_url": links.unsubscribe_url,
+        "postal_address": links.postal_address,
+        "base_url": links.base_url.rstrip("/"),
+        "stage_url": links.stage_url,
+    }
+    html = _compile_layout(layout.html, True).render(body=Markup(body_html), **frame)
+    text = _compile_layout(layout.text, False).render(body=body_text, **frame)
+    return RenderedEmail(
+        subject=subject,
+        preheader=preheader,
+        html=_inliner.inline(html),
+        text=_tidy_text(text),
+    )
+
+
+def one_line(value: str) -> str:
+    """Subjects and preheaders are single lines; collapse any whitespace a template left."""
+    return " ".join(value.split())
+
+
+def _tidy_text(text: str) -> str:
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
+def markdown_to_text(markdown: str) -> str:
+    """Plain-text twin of the HTML part: same words, links written out after their text."""
+    out: list[str] = []
+    list_stack: list[list[int] | None] = []
+    for token in _markdown.parse(markdown):
+        if token.type in ("bullet_list_open",):
+            list_stack.append(None)
+        elif token.type == "ordered_list_open":
+            list_stack.append([int(token.attrGet("start") or 1)])
+        elif token.type in ("bullet_list_close", "ordered_list_close"):
+            list_stack.pop()
+            if not list_stack:
+                out.append("\n")
+        elif token.type == "list_item_open":
+            indent = "  " * (len(list_stack) - 1)
+            top = list_stack[-1]
+            if top is None:
+                out.append(f"{indent}- ")
+            else:
+                out.append(f"{indent}{top[0]}. ")
+                top[0] += 1
+        elif token.type == "heading_close":
+            out.append("\n\n")
+        elif token.type == "paragraph_close":
+            out.append("\n" if list_stack else "\n\n")
+        elif token.type == "hr":
+            out.append("----\n\n")
+        elif token.type in ("fence", "code_block"):
+            out.append(token.content + "\n")
+        elif token.type == "inline":
+            out.append(_inline_text(token.children or []))
+    return "".join(out).strip() + "\n"
+
+
+def _inline_text(children: list[Token]) -> str:
+    parts: list[str] = []
+    href_stack: list[str] = []
+    for child in children:
+        if child.type in ("text", "code_inline", "html_inline"):
+            parts.append(child.content)
+        elif child.type in ("softbreak",):
+            parts.append(" ")
+        elif child.type == "hardbreak":
+            parts.append("\n")
+        elif child.type == "link_open":
+            href_stack.append(str(child.attrGet("href") or ""))
+        elif child.type == "link_close":
+            href = href_stack.pop() if href_stack else ""
+            label = parts[-1] if parts else ""
+            if href and href not in label:
+                parts.append(f" ({href})")
+        elif child.type == "image":
+            parts.append(child.content)
+    return "".join(parts)

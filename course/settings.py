@@ -1,0 +1,67 @@
+"""Every knob of the service, read once from COURSE_* environment variables with safe defaults."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from course.errors import ConfigurationError
+
+DEV_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COURSE_", extra="ignore")
+
+    database_url: str = "sqlite:///homeward.db"
+    # Unset: the project starts its own private redis-server (see course.embedded_redis).
+    redis_url: str | None = None
+    smtp_url: str = "smtp://127.0.0.1:8025"
+    base_url: str = "http://127.0.0.1:8000"
+    secret_key: str = DEV_SECRET_KEY
+    from_address: str = Field(
+        default="Homeward <lessons@homeward.localhost>", validation_alias="COURSE_FROM"
+    )
+    postal_address: str = ""
+    unsubscribe_mailto: str | None = None
+    day_seconds: float = 86400
+    lessons_dir: Path = PROJECT_ROOT / "lessons"
+    default_sequence: str = "family-guide"
+    dev: bool = False
+    dev_mailbox: Path = PROJECT_ROOT / ".dev" / "mailbox"
+
+    # Dispatch tuning.
+    tick_seconds: float = 5.0
+    claim_batch: int = 1000
+    send_batch: int = 100
+    lease_seconds: int = 300
+    max_attempts: int = 12
+    retry_base_seconds: int = 60
+    confirm_ttl_days: int = 7
+    max_body_bytes: int = 16_384
+
+    @property
+    def message_domain(self) -> str:
+        return urlsplit(self.base_url).hostname or "homeward.localhost"
+
+    def require_production_ready(self) -> None:
+        """Outside `course dev`, refuse to run on the development key or without a postal address."""
+        problems = []
+        if self.secret_key == DEV_SECRET_KEY or len(self.secret_key) < 16:
+            problems.append("COURSE_SECRET_KEY must be set to a long random value")
+        if not self.postal_address.strip():
+            problems.append(
+                "COURSE_POSTAL_ADDRESS must be set (the law requires a postal address in every email)"
+            )
+        if problems:
+            raise ConfigurationError("; ".join(problems))
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Quick start on a fresh machine with only Python 3.11+:
+
+    python3 run.py dev     # install into .venv if needed, then run the whole service
+    python3 run.py test    # install into .venv if needed, then run the test suite
+
+Anything after the command is passed on (to `course dev` or to pytest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+STAMP = VENV / ".homeward-installed"
+
+
+def ensure_installed() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"Homeward needs Python 3.11 or newer; this is {sys.version.split()[0]}.")
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == wanted:
+        return
+    if not (BIN / "python").exists():
+        print("Creating .venv ...", flush=True)
+        venv.create(VENV, with_pip=True)
+    print("Installing Homeward and its dependencies into .venv ...", flush=True)
+    subprocess.run(
+        [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "-e", f"{ROOT}[dev]"],
+        check=True,
+    )
+    STAMP.write_text(wanted)
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in ("dev", "test"):
+        print(__doc__)
+        return 2
+    ensure_installed()
+    command, rest = sys.argv[1], sys.argv[2:]
+    if command == "dev":
+        argv = [str(BIN / "course"), "dev", *rest]
+    else:
+        argv = [str(BIN / "python"), "-m", "pytest", *rest]
+    return subprocess.run(argv, cwd=ROOT).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""Real parts for every test: Redis, an SMTP server, SQLite and PostgreSQL.
+
+PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) are used when they answer; otherwise the
+suite says so and falls back to SQLite only and an embedded redis-server. Set
+COURSE_TEST_REDIS=embedded to force the embedded Redis, COURSE_TEST_DATABASES=sqlite to use SQLite
+only, and COURSE_TEST_REQUIRE_POSTGRES=1 (CI) to fail instead of skipping when PostgreSQL is away.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import create_engine, text
+from sqlmodel import SQLModel
+
+from course.clock import ManualClock
+from course.db import engine_for, session_scope, upgrade
+from course.embedded_redis import EmbeddedRedis, free_port
+from course.lessons import load_sequence, publish
+from course.settings import PROJECT_ROOT, Settings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+TEST_REDIS_DB = 11
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _note(message: str) -> None:
+    sys.stderr.write(f"\n[homeward tests] {message}\n")
+
+
+# --- Redis -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    import redis
+
+    embedded = None
+    if os.environ.get("COURSE_TEST_REDIS") != "embedded" and _port_open(6379):
+        url = f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"
+    else:
+        _note("Redis is not running on 127.0.0.1:6379 (or COURSE_TEST_REDIS=embedded): using an embedded redis-server")
+        embedded = EmbeddedRedis().start()
+        url = embedded.url
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    from worker.app import app
+
+    app.conf.broker_url = url
+    yield url
+    client.flushdb()
+    if embedded:
+        embedded.stop()
+
+
+# --- databases -------------------------------------------------------------------------------
+
+
+def _database_kinds() -> list[str]:
+    wanted = os.environ.get("COURSE_TEST_DATABASES", "sqlite,postgresql")
+    return [k.strip() for k in wanted.split(",") if k.strip()]
+
+
+@pytest.fixture(scope="session")
+def _postgres_url() -> Iterator[str | None]:
+    if not _port_open(5432):
+        if os.environ.get("COURSE_TEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail("PostgreSQL is required (COURSE_TEST_REQUIRE_POSTGRES=1) but 127.0.0.1:5432 does not answer")
+        _note("PostgreSQL is not running on 127.0.0.1:5432: PostgreSQL tests are skipped, SQLite runs")
+        yield None
+        return
+    name = f"homeward_test_{os.getpid()}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    upgrade(url)
+    yield url
+    engine_for(url).dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def _sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'homeward-test.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(params=_database_kinds())
+def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    if request.param == "postgresql":
+        url = request.getfixturevalue("_postgres_url")
+        if url is None:
+            pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    else:
+        url = request.getfixturevalue("_sqlite_url")
+    _truncate(url)
+    yield url
+    _truncate(url)
+
+
+def _truncate(url: str) -> None:
+    engine = engine_for(url)
+    with session_scope(engine) as session:
+        for table in reversed(SQLModel.metadata.sorted_tables):
+            session.execute(table.delete())
+
+
+# --- SMTP ------------------------------------------------------------------------------------
+
+
+@dataclass
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) that keeps what it accepts and can refuse on demand."""
+
+    port: int = 0
+    received: list[EmailMessage] = field(default_factory=list)
+    raw: list[bytes] = field(default_factory=list)
+    refuse: dict[str, str] = field(default_factory=dict)  # recipient -> "451 ..." / "550 ..."
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    delay: float = 0.0
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
+        answer = self.refuse.get(address)
+        if answer:
+            return answer
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        if self.delay:
+            import asyncio
+
+            await asyncio.sleep(self.delay)  # a slow server, so a test can kill a worker mid-batch
+        data = envelope.original_content or envelope.content
+        msg = message_from_bytes(data, policy=default_policy)
+        with self.lock:
+            self.received.append(msg)  # type: ignore[arg-type]
+            self.raw.append(data)
+        return "250 Message accepted"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        with self.lock:
+            return [m for m in self.received if m["To"] == address]
+
+    def message_ids(self) -> list[str]:
+        with self.lock:
+            return [str(m["Message-ID"]) for m in self.received]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.received.clear()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    sink = SmtpSink()
+    sink.port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=sink.port)
+    controller.start()
+    yield sink
+    controller.stop()
+
+
+# --- settings, clock, a published course ------------------------------------------------------
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def settings(db_url: str, redis_url: str, smtp: SmtpSink) -> Settings:
+    return Settings(
+        database_url=db_url,
+        redis_url=redis_url,
+        smtp_url=f"smtp://127.0.0.1:{smtp.port}",
+        base_url="https://homeward.test",
+        secret_key="test-secret-key-" + uuid.uuid4().hex,
+        COURSE_FROM="Homeward <lessons@homeward.test>",
+        postal_address="Homeward, 1 Test Street, Springfield",
+        lessons_dir=PROJECT_ROOT / "lessons",
+        default_sequence="mini-course",
+        unsubscribe_mailto="unsubscribe@homeward.test",
+    )
+
+
+@pytest.fixture
+def mini_course(settings: Settings, clock: ManualClock) -> str:
+    sequence = load_sequence(FIXTURES / "mini-course")
+    with session_scope(engine_for(settings.database_url)) as session:
+        publish(session, sequence, clock)
+    return sequence.slug
+
+
+@pytest.fixture
+def queued() -> list[list[int]]:
+    """Batches the web app handed to the queue; `deliver` sends them as a worker would."""
+    return []
+
+
+@pytest.fixture
+def deliver(settings: Settings, clock: ManualClock, queued: list[list[int]]):  # type: ignore[no-untyped-def]
+    """Run what beat + workers do, in-process: tick, then send every batch. Returns sent ids."""
+    from course import delivery
+    from course.mailer import Mailer, SmtpTarget
+
+    mailer = Mailer(SmtpTarget.from_url(settings.smtp_url))
+    engine = engine_for(settings.database_url)
+
+    def run() -> list[int]:
+        sent: list[int] = []
+        handed = [b for b in queued if b]
+        queued.clear()
+        for batch in handed + delivery.tick(engine, settings, clock):
+            sent.extend(delivery.send_batch(engine, settings, clock, mailer, batch).sent)
+        return sent
+
+    yield run
+    mailer.close()
+
+
+def confirm_link(message: EmailMessage) -> str:
+    import re
+
+    text_part = message.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    return re.search(r"https://homeward\.test(/confirm/[\w.\-]+)", text_part).group(1)  # type: ignore[union-attr]
+
+
+def unsubscribe_link(message: EmailMessage) -> str:
+    header = str(message["List-Unsubscribe"])
+    return header.split("<https://homeward.test", 1)[1].split(">", 1)[0]

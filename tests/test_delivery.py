@@ -1,0 +1,220 @@
+"""Delivery semantics with an injected clock and a real SMTP server: a whole course in seconds,
+exactly once, retries, bounces, lost broker messages and concurrent ticks."""
+
+import threading
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlmodel import select
+
+from course import delivery
+from course import enrollment as verbs
+from course.db import engine_for, session_scope
+from course.mailer import Mailer, SmtpTarget
+from course.models import Delivery, Enrollment, Subscriber
+from course.tokens import Purpose, read_token
+from tests.conftest import confirm_link
+
+
+def signup(settings, clock, deliver, smtp, email, **fields):
+    """Enroll and click the confirmation link, as a reader would."""
+    with session_scope(engine_for(settings.database_url)) as session:
+        verbs.enroll(session, settings, clock, verbs.EnrollRequest.parse({"email": email, **fields}, settings.default_sequence))
+    clock.advance(seconds=settings.lease_seconds + 1)  # nobody consumed the queue: the tick takes over
+    deliver()
+    token = confirm_link(smtp.to(email)[-1]).rsplit("/", 1)[1]
+    enrollment_id = read_token(settings.secret_key, Purpose.CONFIRM, token, 86400, clock)
+    with session_scope(engine_for(settings.database_url)) as session:
+        verbs.confirm(session, settings, clock, enrollment_id)
+    return enrollment_id
+
+
+def run_days(clock, deliver, days, step_hours=1):
+    for _ in range(int(days * 24 / step_hours)):
+        deliver()
+        clock.advance(hours=step_hours)
+
+
+def lessons_to(smtp, email):
+    return [m for m in smtp.to(email) if "confirm" not in m["Subject"].lower()]
+
+
+def test_a_whole_course_arrives_in_order_once_each_at_the_local_send_hour(settings, clock, smtp, deliver, mini_course):
+    clock.set(datetime(2026, 3, 5, 17, 0, tzinfo=UTC))  # spans the US spring-forward on 8 March
+    signup(settings, clock, deliver, smtp, "ny@example.org", time_zone="America/New_York", send_hour="9")
+    run_days(clock, deliver, 10)
+    received = lessons_to(smtp, "ny@example.org")
+    assert [m["Subject"] for m in received] == ["Welcome", "Lesson two of the mini course", "The last lesson"]
+    local = [m["Date"].datetime.astimezone(ZoneInfo("America/New_York")) for m in received]
+    # Lesson 1 straight away; then 2 and 3 days later at 09:00 local, before and after DST.
+    assert local[1].date() == local[0].date() + timedelta(days=2) and local[1].hour == 9
+    assert local[2].date() == local[1].date() + timedelta(days=3) and local[2].hour == 9
+    assert len(set(smtp.message_ids())) == len(smtp.received)
+    with session_scope(engine_for(settings.database_url)) as session:
+        assert session.exec(select(Enrollment)).one().status == "completed"
+
+
+def test_every_email_is_multipart_with_unsubscribe_headers_footer_and_sources(settings, clock, smtp, deliver, mini_course):
+    signup(settings, clock, deliver, smtp, "h@example.org", first_name="Maria")
+    deliver()
+    [lesson] = lessons_to(smtp, "h@example.org")
+    assert lesson.get_content_type() == "multipart/alternative"
+    text = lesson.get_body(("plain",)).get_content()
+    html = lesson.get_body(("html",)).get_content()
+    unsubscribe = str(lesson["List-Unsubscribe"])
+    assert unsubscribe.startswith("<https://homeward.test/unsubscribe/")
+    assert "<mailto:unsubscribe@homeward.test?subject=unsubscribe>" in unsubscribe
+    raw_header = smtp.raw[-1].split(b"List-Unsubscribe: ", 1)[1].split(b"\r\n", 1)[0]
+    assert raw_header.decode() == unsubscribe  # on one line: folding it breaks DKIM somewhere
+    assert lesson["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert lesson["Message-ID"].endswith("@homeward.test>")
+    assert str(lesson["From"]) == "Homeward Test <lessons@homeward.test>"
+    url = unsubscribe[1:].split(">")[0]
+    for part in (text, html):
+        assert "911" in part and "988" in part and "1-800-662-4357" in part
+        assert url in part
+        assert "1 Test Street" in part
+        assert "SAMHSA National Helpline" in part  # the lesson's source
+        assert "Maria" in part
+    assert "<style" not in html and 'style="' in html  # CSS inlined for mail clients
+    assert "<strong>lesson one</strong>" in html and "lesson one" in text and "**" not in text
+    assert "the helpline page (https://www.samhsa.gov/find-help/national-helpline)" in text
+
+
+def test_a_temporary_refusal_is_retried_later_and_delivered_once(settings, clock, smtp, deliver, mini_course):
+    smtp.refuse["t@example.org"] = "451 4.3.0 Try again later"
+    with session_scope(engine_for(settings.database_url)) as session:
+        verbs.enroll(session, settings, clock, verbs.EnrollRequest.parse({"email": "t@example.org"}, "mini-course"))
+    clock.advance(seconds=settings.lease_seconds + 1)
+    deliver()
+    assert smtp.to("t@example.org") == []
+    with session_scope(engine_for(settings.database_url)) as session:
+        row = session.exec(select(Delivery)).one()
+        assert (row.status, row.attempts) == ("pending", 1) and "451" in row.last_error
+    deliver()
+    assert smtp.to("t@example.org") == []  # backoff: not straight away
+    del smtp.refuse["t@example.org"]
+    clock.advance(seconds=settings.retry_base_seconds + 1)
+    deliver()
+    deliver()
+    assert len(smtp.to("t@example.org")) == 1
+
+
+def test_a_permanent_refusal_stops_the_course_and_suppresses_the_address(settings, clock, smtp, deliver, mini_course):
+    signup(settings, clock, deliver, smtp, "gone@example.org")
+    smtp.refuse["gone@example.org"] = "550 5.1.1 No such user"
+    deliver()
+    with session_scope(engine_for(settings.database_url)) as session:
+        assert session.exec(select(Enrollment)).one().status == "bounced"
+        subscriber = session.exec(select(Subscriber)).one()
+        assert subscriber.suppressed_at is not None and "550" in subscriber.suppressed_reason
+        verbs.enroll(session, settings, clock, verbs.EnrollRequest.parse({"email": "gone@example.org"}, "mini-course"))
+    del smtp.refuse["gone@example.org"]
+    run_days(clock, deliver, 3, step_hours=6)
+    assert len(smtp.to("gone@example.org")) == 1  # only the confirmation, before the bounce
+
+
+def test_the_same_batch_enqueued_twice_is_sent_once(settings, clock, smtp, deliver, mini_course):
+    signup(settings, clock, deliver, smtp, "twice@example.org")
+    engine = engine_for(settings.database_url)
+    [batch] = delivery.tick(engine, settings, clock)
+    mailer = Mailer(SmtpTarget.from_url(settings.smtp_url))
+    first = delivery.send_batch(engine, settings, clock, mailer, batch)
+    second = delivery.send_batch(engine, settings, clock, mailer, batch)
+    mailer.close()
+    assert first.sent == batch and second.sent == [] and second.skipped == batch
+    assert len(lessons_to(smtp, "twice@example.org")) == 1
+
+
+def test_work_lost_by_the_broker_is_handed_out_again_after_the_lease(settings, clock, smtp, deliver, mini_course):
+    signup(settings, clock, deliver, smtp, "lost@example.org")
+    engine = engine_for(settings.database_url)
+    assert delivery.tick(engine, settings, clock)  # enqueued... and the message vanishes
+    assert delivery.tick(engine, settings, clock) == []  # leased: not handed out twice
+    clock.advance(seconds=settings.lease_seconds + 1)
+    deliver()
+    assert len(lessons_to(smtp, "lost@example.org")) == 1
+
+
+def test_a_crash_after_the_server_accepted_resends_with_the_same_message_id(settings, clock, smtp, deliver, mini_course, monkeypatch):
+    signup(settings, clock, deliver, smtp, "crash@example.org")
+
+    def crash(*args, **kwargs):
+        raise SystemExit("worker killed between SMTP 250 and commit")
+
+    monkeypatch.setattr(delivery, "record_sent", crash)
+    with pytest.raises(SystemExit):
+        deliver()
+    monkeypatch.undo()
+    clock.advance(seconds=settings.lease_seconds + 1)
+    deliver()
+    copies = lessons_to(smtp, "crash@example.org")
+    assert len(copies) == 2  # the one documented duplicate window
+    assert copies[0]["Message-ID"] == copies[1]["Message-ID"]  # receivers can fold them
+    run_days(clock, deliver, 10, step_hours=6)
+    assert len(lessons_to(smtp, "crash@example.org")) == 2 + 2
+
+
+def test_smtp_server_down_stops_the_batch_and_delivers_later(settings, clock, smtp, deliver, mini_course):
+    for n in range(5):
+        with session_scope(engine_for(settings.database_url)) as session:
+            verbs.enroll(session, settings, clock, verbs.EnrollRequest.parse({"email": f"p{n}@example.org"}, "mini-course"))
+    clock.advance(seconds=settings.lease_seconds + 1)
+    engine = engine_for(settings.database_url)
+    [batch] = delivery.tick(engine, settings, clock)
+    dead = Mailer(SmtpTarget.from_url("smtp://127.0.0.1:1"))
+    result = delivery.send_batch(engine, settings, clock, dead, batch)
+    assert result.sent == [] and len(result.retried) == 1 and len(result.released) == 4
+    clock.advance(hours=1)
+    deliver()
+    assert sorted(m["To"] for m in smtp.received) == [f"p{n}@example.org" for n in range(5)]
+
+
+def test_concurrent_ticks_and_workers_send_nothing_twice(settings, clock, smtp, mini_course):
+    engine = engine_for(settings.database_url)
+    people = 60
+    with session_scope(engine) as session:
+        for n in range(people):
+            verbs.enroll(session, settings, clock, verbs.EnrollRequest.parse({"email": f"c{n}@example.org"}, "mini-course"))
+        session.flush()
+        for enrollment in session.exec(select(Enrollment)).all():
+            verbs.confirm(session, settings, clock, enrollment.id)
+    settings.send_batch = 7
+    errors: list[BaseException] = []
+
+    def beat_and_worker() -> None:
+        mailer = Mailer(SmtpTarget.from_url(settings.smtp_url))
+        try:
+            for _ in range(3):
+                for batch in delivery.tick(engine, settings, clock):
+                    delivery.send_batch(engine, settings, clock, mailer, batch)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            mailer.close()
+
+    threads = [threading.Thread(target=beat_and_worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    lessons = [m for m in smtp.received if "confirm" not in m["Subject"].lower()]
+    assert sorted(m["To"] for m in lessons) == sorted(f"c{n}@example.org" for n in range(people))
+
+
+def test_export_and_erase_a_persons_data(settings, clock, smtp, deliver, mini_course):
+    signup(settings, clock, deliver, smtp, "me@example.org", first_name="Lee")
+    deliver()
+    with session_scope(engine_for(settings.database_url)) as session:
+        data = verbs.export(session, "ME@example.org")
+        assert data["first_name"] == "Lee" and data["enrollments"][0]["status"] == "active"
+        assert [e["kind"] for e in data["enrollments"][0]["emails"]] == ["confirm", "lesson"]
+        assert verbs.erase(session, "me@example.org")
+    with session_scope(engine_for(settings.database_url)) as session:
+        assert verbs.export(session, "me@example.org") is None
+        assert session.exec(select(Delivery)).all() == []
+    clock.advance(days=10)
+    deliver()
+    assert len(smtp.to("me@example.org")) == 2

@@ -1,0 +1,55 @@
+"""Thin task shims over course.delivery: all logic is testable without a broker."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from course import delivery
+from course.clock import SystemClock
+from course.db import engine_for
+from course.mailer import Mailer, SmtpTarget
+from course.queue import SEND_TASK, TICK_TASK, enqueue_sends
+from course.settings import get_settings
+from worker.app import app
+
+
+@lru_cache
+def _mailer() -> Mailer:
+    # One kept-open SMTP connection per worker process, reused by every batch it sends.
+    return Mailer(SmtpTarget.from_url(get_settings().smtp_url))
+
+
+@lru_cache
+def _composer() -> delivery.Composer:
+    return delivery.Composer(get_settings(), SystemClock())
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: object) -> None:
+    # A forked child must not share its parent's database or SMTP sockets.
+    engine_for.cache_clear()
+    _mailer.cache_clear()
+
+
+@worker_process_shutdown.connect
+def _close(**_: object) -> None:
+    _mailer().close()
+
+
+@app.task(name=TICK_TASK)
+def tick() -> int:
+    settings = get_settings()
+    batches = delivery.tick(engine_for(settings.database_url), settings, SystemClock())
+    enqueue_sends(batches)
+    return sum(len(b) for b in batches)
+
+
+@app.task(name=SEND_TASK)
+def send(ids: list[int]) -> int:
+    settings = get_settings()
+    result = delivery.send_batch(
+        engine_for(settings.database_url), settings, SystemClock(), _mailer(), ids, _composer()
+    )
+    return len(result.sent)

@@ -58,7 +58,15 @@ def cmd_lessons_check(args: argparse.Namespace) -> int:
         for report in reports:
             day += report.lesson.delay_days
             words = max(len(s.text.split()) for s in report.samples)
-            rows.append([report.lesson.path.name, report.lesson.subject, str(day), str(words), "; ".join(report.problems)])
+            rows.append(
+                [
+                    report.lesson.path.name,
+                    report.lesson.subject,
+                    str(day),
+                    str(words),
+                    "; ".join(report.problems),
+                ]
+            )
         print(f"{sequence.slug}: {sequence.title} ({len(reports)} lessons)")
         print_table(rows, ["lesson", "subject", "day", "words", "warnings"])
         print()
@@ -89,7 +97,9 @@ def cmd_lessons_publish(args: argparse.Namespace) -> int:
         with session_scope(engine) as session:
             version, created = publish(session, sequence, SystemClock())
         word = "Published" if created else "Unchanged, still"
-        print(f"{word} {sequence.slug} version {version.version} ({len(sequence.lessons)} lessons).")
+        print(
+            f"{word} {sequence.slug} version {version.version} ({len(sequence.lessons)} lessons)."
+        )
     return status
 
 
@@ -99,7 +109,17 @@ def cmd_lessons_list(args: argparse.Namespace) -> int:
 
     settings = _settings()
     with session_scope(engine_for(settings.database_url)) as session:
-        rows = [[v.slug, str(v.version), str(n), v.locale, v.title, v.published_at.strftime("%Y-%m-%d %H:%M")] for v, n in published(session)]
+        rows = [
+            [
+                v.slug,
+                str(v.version),
+                str(n),
+                v.locale,
+                v.title,
+                v.published_at.strftime("%Y-%m-%d %H:%M"),
+            ]
+            for v, n in published(session)
+        ]
     if not rows:
         print("No sequences are published yet. Run: course lessons publish lessons/family-guide")
         return 0
@@ -115,8 +135,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     settings = _settings()
     with session_scope(engine_for(settings.database_url)) as session:
-        enrollments = session.execute(select(Enrollment.status, func.count()).group_by(Enrollment.status)).all()
-        deliveries = session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all()
+        enrollments = session.execute(
+            select(Enrollment.status, func.count()).group_by(Enrollment.status)
+        ).all()
+        deliveries = session.execute(
+            select(Delivery.status, func.count()).group_by(Delivery.status)
+        ).all()
     print_table([[s, str(n)] for s, n in enrollments], ["enrollments", "count"])
     print()
     print_table([[s, str(n)] for s, n in deliveries], ["deliveries", "count"])
@@ -181,7 +205,6 @@ def cmd_dev(args: argparse.Namespace) -> int:
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
-    os.environ["COURSE_SMTP_URL"] = defaults["COURSE_SMTP_URL"] if "COURSE_SMTP_URL" not in os.environ else os.environ["COURSE_SMTP_URL"]
     get_settings.cache_clear()
     settings = get_settings()
     catcher = start_catcher(settings.dev_mailbox, port=smtp_port)
@@ -203,8 +226,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     celery = [sys.executable, "-m", "celery", "-A", "worker"]
     children = [
-        subprocess.Popen([*celery, "worker", "--loglevel=WARNING", "--concurrency=2"], cwd=PROJECT_ROOT),
-        subprocess.Popen([*celery, "beat", "--loglevel=WARNING", "--schedule", str(dev_dir / "beat-schedule")], cwd=PROJECT_ROOT),
+        subprocess.Popen(
+            [*celery, "worker", "--loglevel=WARNING", "--concurrency=2"], cwd=PROJECT_ROOT
+        ),
+        subprocess.Popen(
+            [*celery, "beat", "--loglevel=WARNING", "--schedule", str(dev_dir / "beat-schedule")],
+            cwd=PROJECT_ROOT,
+        ),
     ]
     print(
         "\nHomeward is running (a course day lasts "
@@ -236,7 +264,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="course", description="Homeward: an email course for families.")
+    parser = argparse.ArgumentParser(
+        prog="course", description="Homeward: an email course for families."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     dev = sub.add_parser("dev", help="run everything locally on embedded defaults")
@@ -263,7 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
     lsub.add_parser("list", help="show published sequences").set_defaults(func=cmd_lessons_list)
 
-    sub.add_parser("stats", help="enrollments and deliveries by status").set_defaults(func=cmd_stats)
+    sub.add_parser("stats", help="enrollments and deliveries by status").set_defaults(
+        func=cmd_stats
+    )
 
     subscriber = sub.add_parser("subscriber", help="a person's data: export or erase")
     subscriber.add_argument("action", choices=["export", "erase"])

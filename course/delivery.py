@@ -15,14 +15,16 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from email.utils import parseaddr
 from typing import Any
 
-from sqlalchemy import Engine, and_, or_, select, update
+from markupsafe import escape
+from sqlalchemy import Connection, Engine, and_, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-from course.clock import Clock, as_utc
-from course.db import is_sqlite, session_scope
+from course.clock import Clock
+from course.db import is_sqlite
 from course.mailer import ConnectionProblem, Mailer, PermanentError, SendError, TransientError
 from course.message import build_message, new_message_id
 from course.models import (
@@ -35,7 +37,7 @@ from course.models import (
     SequenceVersion,
     Subscriber,
 )
-from course.render import Content, Layout, Links, Persona, render_email
+from course.render import Content, Layout, Links, Persona, RenderedEmail, render_email
 from course.schedule import next_due
 from course.settings import Settings
 from course.tokens import Purpose, make_token
@@ -70,7 +72,7 @@ def release_expired(engine: Engine, settings: Settings, clock: Clock, limit: int
         .values(lease_until=now + timedelta(seconds=settings.lease_seconds), lease_owner=None)
         .returning(Delivery.id)
     )
-    with session_scope(engine) as session:
+    with engine.begin() as session:
         return list(session.execute(stmt).scalars())
 
 
@@ -93,7 +95,7 @@ def claim_due(engine: Engine, settings: Settings, clock: Clock, limit: int) -> l
         .returning(Enrollment.id, Enrollment.next_position)
     )
     lease_until = now + timedelta(seconds=settings.lease_seconds)
-    with session_scope(engine) as session:
+    with engine.begin() as session:
         claimed = session.execute(claim).all()
         if not claimed:
             return []
@@ -115,7 +117,9 @@ def claim_due(engine: Engine, settings: Settings, clock: Clock, limit: int) -> l
         return list(session.execute(insert, rows).scalars()) if len(rows) else []
 
 
-def tick(engine: Engine, settings: Settings, clock: Clock, budget_seconds: float = 2.0) -> list[list[int]]:
+def tick(
+    engine: Engine, settings: Settings, clock: Clock, budget_seconds: float = 2.0
+) -> list[list[int]]:
     """One beat tick: re-lease what was lost, turn due enrollments into deliveries, and return
     the batches of delivery ids to enqueue (after commit, so a task never runs before its row)."""
     started = time.monotonic()
@@ -150,7 +154,9 @@ class Job:
     lesson: Lesson | None
 
 
-def claim_batch(engine: Engine, settings: Settings, clock: Clock, ids: Iterable[int], owner: str) -> list[int]:
+def claim_batch(
+    engine: Engine, settings: Settings, clock: Clock, ids: Iterable[int], owner: str
+) -> list[int]:
     """Take the lease on those ids nobody else holds. A duplicate task for the same ids finds
     them taken and sends nothing."""
     now = clock.now()
@@ -164,7 +170,7 @@ def claim_batch(engine: Engine, settings: Settings, clock: Clock, ids: Iterable[
         .values(lease_owner=owner, lease_until=now + timedelta(seconds=settings.lease_seconds))
         .returning(Delivery.id)
     )
-    with session_scope(engine) as session:
+    with engine.begin() as session:
         return list(session.execute(stmt).scalars())
 
 
@@ -206,30 +212,30 @@ def _lesson_delays(session: Session, version_ids: set[int]) -> dict[tuple[int, i
     return {(v, p): d for v, p, d in rows}
 
 
+# Stand-ins for the per-person parts of an email, so each lesson is rendered (and its CSS
+# inlined) once per persona variant, not once per reader.
+_NAME = "\ue000first-name\ue001"
+_UNSUBSCRIBE = "https://homeward.invalid/unsubscribe-url-stand-in"
+_CONFIRM = "https://homeward.invalid/confirm-url-stand-in"
+
+
 class Composer:
     """Renders the email for a job: the lesson, or the confirmation request."""
 
     def __init__(self, settings: Settings, clock: Clock) -> None:
         self.settings = settings
         self.clock = clock
-        self.layout = Layout.load(settings.lessons_dir / "_layout")
+        self.layout_dir = settings.lessons_dir / "_layout"
+        self.layout = Layout.load(self.layout_dir)
+        self._variants: dict[tuple[Any, ...], RenderedEmail] = {}
+        self.envelope_sender = parseaddr(settings.from_address)[1]
 
     def link(self, path: str) -> str:
         return f"{self.settings.base_url.rstrip('/')}{path}"
 
-    def compose(self, job: Job) -> Any:
-        s = self.settings
-        unsubscribe_url = self.link(
-            "/unsubscribe/" + make_token(s.secret_key, Purpose.UNSUBSCRIBE, job.enrollment.id, self.clock)  # type: ignore[arg-type]
-        )
-        persona = Persona(
-            first_name=job.subscriber.first_name,
-            relationship=job.subscriber.relationship,
-            substance=job.subscriber.substance,
-        )
-        extra: dict[str, Any] = {}
+    def _content(self, job: Job) -> tuple[tuple[Any, ...], Content]:
         if job.lesson is not None:
-            content = Content(
+            return ("lesson", job.lesson.id), Content(
                 subject=job.lesson.subject,
                 preheader=job.lesson.preheader,
                 body=job.lesson.body,
@@ -238,24 +244,70 @@ class Composer:
                 sender_name=job.version.sender_name,
                 locale=job.version.locale,
             )
-        else:
-            content = confirm_content(self.layout_dir, job.version)
-            token = make_token(s.secret_key, Purpose.CONFIRM, job.enrollment.id, self.clock)  # type: ignore[arg-type]
+        return ("confirm", job.version.id), confirm_content(self.layout_dir, job.version)
+
+    def _variant(self, job: Job) -> RenderedEmail:
+        key, content = self._content(job)
+        subscriber = job.subscriber
+        key = (*key, bool(subscriber.first_name), subscriber.relationship, subscriber.substance)
+        cached = self._variants.get(key)
+        if cached is None:
+            persona = Persona(
+                first_name=_NAME if subscriber.first_name else "",
+                relationship=subscriber.relationship,
+                substance=subscriber.substance,
+            )
+            links = Links(
+                unsubscribe_url=_UNSUBSCRIBE,
+                postal_address=self.settings.postal_address,
+                base_url=self.settings.base_url,
+            )
             extra = {
-                "confirm_url": self.link(f"/confirm/{token}"),
+                "confirm_url": _CONFIRM,
                 "sequence_title": job.version.title,
-                "confirm_days": s.confirm_ttl_days,
+                "confirm_days": self.settings.confirm_ttl_days,
             }
-        links = Links(
-            unsubscribe_url=unsubscribe_url,
-            postal_address=s.postal_address,
-            base_url=s.base_url,
-            stage_url=None,
+            if len(self._variants) > 4096:
+                self._variants.clear()
+            cached = self._variants[key] = render_email(content, persona, links, self.layout, extra)
+        return cached
+
+    def compose(self, job: Job) -> bytes:
+        s = self.settings
+        enrollment_id: int = job.enrollment.id  # type: ignore[assignment]
+        unsubscribe_url = self.link(
+            "/unsubscribe/"
+            + make_token(s.secret_key, Purpose.UNSUBSCRIBE, enrollment_id, self.clock)
         )
-        rendered = render_email(content, persona, links, self.layout, extra)
+        confirm_url = (
+            self.link(
+                "/confirm/" + make_token(s.secret_key, Purpose.CONFIRM, enrollment_id, self.clock)
+            )
+            if job.lesson is None
+            else ""
+        )
+        variant = self._variant(job)
+        name = job.subscriber.first_name
+
+        def fill(value: str, html: bool) -> str:
+            esc = (lambda v: str(escape(v))) if html else (lambda v: v)
+            return (
+                value.replace(_NAME, esc(name))
+                .replace(_UNSUBSCRIBE, esc(unsubscribe_url))
+                .replace(_CONFIRM, esc(confirm_url))
+            )
+
+        rendered = RenderedEmail(
+            subject=fill(variant.subject, False),
+            preheader=fill(variant.preheader, False),
+            html=fill(variant.html, True),
+            text=fill(variant.text, False),
+        )
+        if "\ue000" in rendered.html + rendered.text + rendered.subject:
+            raise RuntimeError("a lesson transformed the first name; it cannot be personalized")
         return build_message(
             rendered=rendered,
-            from_address=s.from_address,
+            from_address=self.envelope_sender,
             sender_name=job.version.sender_name,
             to=job.subscriber.email,
             message_id=job.delivery.message_id,
@@ -263,10 +315,6 @@ class Composer:
             unsubscribe_mailto=s.unsubscribe_mailto,
             date=self.clock.now(),
         )
-
-    @property
-    def layout_dir(self) -> Any:
-        return self.settings.lessons_dir / "_layout"
 
 
 def confirm_content(layout_dir: Any, version: SequenceVersion) -> Content:
@@ -310,23 +358,45 @@ def send_batch(
     if cancel:
         _finish(engine, cancel, owner, DeliveryStatus.CANCELLED, clock.now(), None)
         result.skipped.extend(cancel)  # type: ignore[arg-type]
+    pending = [j for j in jobs if _sendable(j)]
+    # One connection for the batch, one short transaction per message.
+    with engine.connect() as conn:
+        _send_each(engine, settings, clock, mailer, composer, conn, owner, pending, delays, result)
+    return result
+
+
+def _send_each(
+    engine: Engine,
+    settings: Settings,
+    clock: Clock,
+    mailer: Mailer,
+    composer: Composer,
+    conn: Connection,
+    owner: str,
+    pending: list[Job],
+    delays: dict[tuple[int, int], int],
+    result: BatchResult,
+) -> None:
     # Stop well inside the lease, so a slow batch never overlaps the worker that retries it.
     deadline = clock.now() + timedelta(seconds=settings.lease_seconds / 2)
-    pending = [j for j in jobs if _sendable(j)]
     for index, job in enumerate(pending):
         if clock.now() >= deadline:
-            result.released = _release(engine, [j.delivery.id for j in pending[index:]], owner, clock.now())
+            result.released = _release(
+                engine, [j.delivery.id for j in pending[index:]], owner, clock.now()
+            )
             break
         delivery_id: int = job.delivery.id  # type: ignore[assignment]
         try:
             message = composer.compose(job)
         except Exception as exc:  # a lesson that cannot render must not block the rest
             log.exception("delivery %s cannot be rendered", delivery_id)
-            _finish(engine, [delivery_id], owner, DeliveryStatus.FAILED, clock.now(), f"render: {exc}")
+            _finish(
+                engine, [delivery_id], owner, DeliveryStatus.FAILED, clock.now(), f"render: {exc}"
+            )
             result.failed.append(delivery_id)
             continue
         try:
-            mailer.send(message, _envelope_sender(settings), job.subscriber.email)
+            mailer.send(message, composer.envelope_sender, job.subscriber.email)
         except PermanentError as exc:
             record_bounce(engine, job, owner, clock.now(), exc)
             result.bounced.append(delivery_id)
@@ -337,24 +407,46 @@ def send_batch(
                 result.failed.append(delivery_id)
             if isinstance(exc, ConnectionProblem):
                 # The server is down for everyone: don't burn through the batch, say so loudly.
-                log.error("SMTP server unreachable (%s); %d deliveries left for later", exc, len(pending) - index - 1)
+                log.error(
+                    "SMTP server unreachable (%s); %d deliveries left for later",
+                    exc,
+                    len(pending) - index - 1,
+                )
                 rest = [j.delivery.id for j in pending[index + 1 :]]
                 result.released = _release(engine, rest, owner, clock.now() + _backoff(settings, 1))  # type: ignore[arg-type]
                 break
         else:
-            record_sent(engine, settings, job, owner, clock.now(), delays)
+            record_sent(conn, settings, job, owner, clock.now(), delays)
             result.sent.append(delivery_id)
-    return result
 
 
-def _envelope_sender(settings: Settings) -> str:
-    from email.utils import parseaddr
-
-    return parseaddr(settings.from_address)[1]
+# Built once: on the hot path, building a statement costs more than running it.
+_MARK_SENT = (
+    update(Delivery)
+    .where(Delivery.id == bindparam("d_id"), Delivery.lease_owner == bindparam("d_owner"))
+    .values(
+        status=DeliveryStatus.SENT, sent_at=bindparam("d_now"), lease_owner=None, lease_until=None
+    )
+)
+_STILL_ON_LESSON = (
+    Enrollment.id == bindparam("e_id"),
+    Enrollment.status == EnrollmentStatus.ACTIVE,
+    Enrollment.next_position == bindparam("e_pos"),
+)
+_ADVANCE = (
+    update(Enrollment)
+    .where(*_STILL_ON_LESSON)
+    .values(next_position=bindparam("e_next"), next_due_at=bindparam("e_due"))
+)
+_COMPLETE = (
+    update(Enrollment)
+    .where(*_STILL_ON_LESSON)
+    .values(status=EnrollmentStatus.COMPLETED, ended_at=bindparam("e_now"), next_due_at=None)
+)
 
 
 def record_sent(
-    engine: Engine,
+    conn: Connection,
     settings: Settings,
     job: Job,
     owner: str,
@@ -362,45 +454,30 @@ def record_sent(
     delays: dict[tuple[int, int], int],
 ) -> None:
     """Mark the delivery sent and, for a lesson, set when the next one is due: one commit."""
-    with session_scope(engine) as session:
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id == job.delivery.id, Delivery.lease_owner == owner)
-            .values(status=DeliveryStatus.SENT, sent_at=now, lease_owner=None, lease_until=None)
-        )
+    with conn.begin():
+        conn.execute(_MARK_SENT, {"d_id": job.delivery.id, "d_owner": owner, "d_now": now})
         if job.delivery.kind != DeliveryKind.LESSON:
             return
         position = job.delivery.position
+        where = {"e_id": job.enrollment.id, "e_pos": position}
         next_delay = delays.get((job.enrollment.version_id, position + 1))
-        values: dict[str, Any]
         if next_delay is None:
-            values = {"status": EnrollmentStatus.COMPLETED, "ended_at": now, "next_due_at": None}
-        else:
-            values = {
-                "next_position": position + 1,
-                "next_due_at": next_due(
-                    now,
-                    next_delay,
-                    time_zone=job.subscriber.time_zone,
-                    send_hour=job.subscriber.send_hour,
-                    day_seconds=settings.day_seconds,
-                ),
-            }
-        session.execute(
-            update(Enrollment)
-            .where(
-                Enrollment.id == job.enrollment.id,
-                Enrollment.status == EnrollmentStatus.ACTIVE,
-                Enrollment.next_position == position,
-            )
-            .values(**values)
+            conn.execute(_COMPLETE, {**where, "e_now": now})
+            return
+        due = next_due(
+            now,
+            next_delay,
+            time_zone=job.subscriber.time_zone,
+            send_hour=job.subscriber.send_hour,
+            day_seconds=settings.day_seconds,
         )
+        conn.execute(_ADVANCE, {**where, "e_next": position + 1, "e_due": due})
 
 
 def record_bounce(engine: Engine, job: Job, owner: str, now: datetime, exc: SendError) -> None:
     """A permanent refusal: stop this person's courses and never write to the address again."""
     reason = str(exc)[:500]
-    with session_scope(engine) as session:
+    with engine.begin() as session:
         _finish_in(session, [job.delivery.id], owner, DeliveryStatus.BOUNCED, now, reason)  # type: ignore[list-item]
         session.execute(
             update(Enrollment)
@@ -428,7 +505,7 @@ def record_retry(
     """A temporary failure: try again after an exponential backoff, up to max_attempts."""
     attempts = job.delivery.attempts + 1
     give_up = attempts >= settings.max_attempts
-    with session_scope(engine) as session:
+    with engine.begin() as session:
         session.execute(
             update(Delivery)
             .where(Delivery.id == job.delivery.id, Delivery.lease_owner == owner)
@@ -447,7 +524,7 @@ def record_retry(
 
 def _release(engine: Engine, ids: list[int], owner: str, when: datetime) -> list[int]:
     if ids:
-        with session_scope(engine) as session:
+        with engine.begin() as session:
             session.execute(
                 update(Delivery)
                 .where(Delivery.id.in_(ids), Delivery.lease_owner == owner)  # type: ignore[union-attr]
@@ -456,12 +533,16 @@ def _release(engine: Engine, ids: list[int], owner: str, when: datetime) -> list
     return ids
 
 
-def _finish(engine: Engine, ids: list[int], owner: str, status: str, now: datetime, error: str | None) -> None:
-    with session_scope(engine) as session:
+def _finish(
+    engine: Engine, ids: list[int], owner: str, status: str, now: datetime, error: str | None
+) -> None:
+    with engine.begin() as session:
         _finish_in(session, ids, owner, status, now, error)
 
 
-def _finish_in(session: Session, ids: list[int], owner: str, status: str, now: datetime, error: str | None) -> None:
+def _finish_in(
+    session: Connection, ids: list[int], owner: str, status: str, now: datetime, error: str | None
+) -> None:
     session.execute(
         update(Delivery)
         .where(Delivery.id.in_(ids), Delivery.lease_owner == owner)  # type: ignore[union-attr]

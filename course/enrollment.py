@@ -112,18 +112,24 @@ def enroll(session: Session, settings: Settings, clock: Clock, req: EnrollReques
         session.add(subscriber)
     if subscriber.suppressed_at is not None:
         return []
-    enrollment = session.exec(
-        select(Enrollment).where(
-            Enrollment.subscriber_id == subscriber.id, Enrollment.sequence_slug == req.sequence
-        )
-    ).first() if subscriber.id else None
+    enrollment = (
+        session.exec(
+            select(Enrollment).where(
+                Enrollment.subscriber_id == subscriber.id, Enrollment.sequence_slug == req.sequence
+            )
+        ).first()
+        if subscriber.id
+        else None
+    )
     if enrollment is not None and enrollment.status == EnrollmentStatus.ACTIVE:
         return []  # already receiving lessons; don't let a stranger change their details
     _apply_profile(subscriber, req)
     session.flush()
     if enrollment is None:
         enrollment = Enrollment(
-            subscriber_id=subscriber.id, sequence_slug=req.sequence, version_id=version.id,
+            subscriber_id=subscriber.id,
+            sequence_slug=req.sequence,
+            version_id=version.id,
             created_at=now,
         )
         session.add(enrollment)
@@ -244,7 +250,12 @@ def export(session: Session, email: str) -> dict[str, Any] | None:
                 "confirmed_at": iso(e.confirmed_at),
                 "next_lesson": e.next_position,
                 "emails": [
-                    {"kind": d.kind, "number": d.position, "status": d.status, "sent_at": iso(d.sent_at)}
+                    {
+                        "kind": d.kind,
+                        "number": d.position,
+                        "status": d.status,
+                        "sent_at": iso(d.sent_at),
+                    }
                     for d in deliveries
                     if d.enrollment_id == e.id
                 ],

@@ -97,7 +97,9 @@ def split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], str, int]
         data = yaml.safe_load(raw) or {}
     except yaml.MarkedYAMLError as exc:
         line = (exc.problem_mark.line + 2) if exc.problem_mark else 2
-        raise LessonInvalid([f"{path}:{line}: front matter is not valid YAML: {exc.problem}"]) from exc
+        raise LessonInvalid(
+            [f"{path}:{line}: front matter is not valid YAML: {exc.problem}"]
+        ) from exc
     if not isinstance(data, dict):
         raise LessonInvalid([f"{path}:2: front matter must be 'name: value' lines"])
     return data, body, index + 2
@@ -127,7 +129,9 @@ def load_lesson(path: Path, position: int, key_from_name: str) -> LessonSpec:
     if not isinstance(key, str) or not SLUG_RE.match(key):
         problems.append(f"{where('key')}: key must be lower-case letters, digits and dashes")
     elif key != key_from_name:
-        problems.append(f"{where('key')}: key {key!r} does not match the file name ({key_from_name!r})")
+        problems.append(
+            f"{where('key')}: key {key!r} does not match the file name ({key_from_name!r})"
+        )
     subject = data.get("subject")
     if not isinstance(subject, str) or not subject.strip():
         problems.append(f"{where('subject')}: subject is missing")
@@ -143,7 +147,9 @@ def load_lesson(path: Path, position: int, key_from_name: str) -> LessonSpec:
         problems.append(f"{where('subject')}: subject is all capitals; spam filters dislike that")
     preheader = data.get("preheader")
     if not isinstance(preheader, str) or not preheader.strip():
-        problems.append(f"{where('preheader')}: preheader is missing (the line inboxes show after the subject)")
+        problems.append(
+            f"{where('preheader')}: preheader is missing (the line inboxes show after the subject)"
+        )
         preheader = ""
     delay = data.get("delay_days")
     if not isinstance(delay, int) or isinstance(delay, bool) or delay < 0:
@@ -221,7 +227,9 @@ def load_sequence(path: Path) -> SequenceSpec:
     meta_path = path / "sequence.toml"
     info: dict[str, Any] = {}
     if not meta_path.is_file():
-        problems.append(f"{meta_path}:1: missing sequence.toml (title, description, locale, sender_name)")
+        problems.append(
+            f"{meta_path}:1: missing sequence.toml (title, description, locale, sender_name)"
+        )
     else:
         try:
             info = tomllib.loads(meta_path.read_text(encoding="utf-8"))
@@ -235,7 +243,7 @@ def load_sequence(path: Path) -> SequenceSpec:
     if locale not in LOCALES:
         problems.append(f"{meta_path}:1: locale must be one of {', '.join(LOCALES)}")
     sender = str(info.get("sender_name", ""))
-    if any(ch in sender for ch in "\r\n<>\"") or len(sender) > 80:
+    if any(ch in sender for ch in '\r\n<>"') or len(sender) > 80:
         problems.append(f"{meta_path}:1: sender_name must be one short line without < > or quotes")
 
     lessons: list[LessonSpec] = []
@@ -254,7 +262,9 @@ def load_sequence(path: Path) -> SequenceSpec:
             problems.extend(exc.problems)
             continue
         if lesson.key in seen_keys:
-            problems.append(f"{file}:1: key {lesson.key!r} is already used by {seen_keys[lesson.key].name}")
+            problems.append(
+                f"{file}:1: key {lesson.key!r} is already used by {seen_keys[lesson.key].name}"
+            )
         seen_keys[lesson.key] = file
         lessons.append(lesson)
     if problems:
@@ -305,7 +315,9 @@ def render_all(sequence: SequenceSpec, layout: Layout) -> list[LessonReport]:
         problems: list[str] = []
         for persona in personas():
             try:
-                samples.append(render_email(lesson.content(sequence), persona, SAMPLE_LINKS, layout))
+                samples.append(
+                    render_email(lesson.content(sequence), persona, SAMPLE_LINKS, layout)
+                )
             except TemplateError as exc:
                 line = _template_line(exc, lesson)
                 problems.append(f"{lesson.path}:{line}: fails to render for {persona}: {exc}")
@@ -394,7 +406,10 @@ def published(session: Session) -> list[tuple[SequenceVersion, int]]:
     )
     rows = session.exec(
         select(SequenceVersion, func.count(Lesson.id))  # type: ignore[arg-type]
-        .join(newest, (newest.c.slug == SequenceVersion.slug) & (newest.c.v == SequenceVersion.version))
+        .join(
+            newest,
+            (newest.c.slug == SequenceVersion.slug) & (newest.c.v == SequenceVersion.version),
+        )
         .join(Lesson, Lesson.version_id == SequenceVersion.id)
         .group_by(SequenceVersion.id)
         .order_by(SequenceVersion.slug)

@@ -6,7 +6,6 @@ import logging
 import smtplib
 import ssl
 from dataclasses import dataclass
-from email.message import EmailMessage
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from course.errors import ConfigurationError
@@ -48,7 +47,9 @@ class SmtpTarget:
         """`smtp://user:pass@host:port?starttls=1` or `smtps://...` for TLS from the start."""
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise ConfigurationError(f"COURSE_SMTP_URL must look like smtp://host:port, not {url!r}")
+            raise ConfigurationError(
+                f"COURSE_SMTP_URL must look like smtp://host:port, not {url!r}"
+            )
         query = parse_qs(parts.query)
         tls = parts.scheme == "smtps"
         return cls(
@@ -94,11 +95,11 @@ class Mailer:
             raise ConnectionProblem(None, f"cannot reach {t.host}:{t.port}: {exc}") from exc
         return conn
 
-    def send(self, message: EmailMessage, sender: str, recipient: str) -> None:
+    def send(self, message: bytes, sender: str, recipient: str) -> None:
         if self._conn is None:
             self._conn = self._connect()
         try:
-            refused = self._conn.send_message(message, from_addr=sender, to_addrs=[recipient])
+            refused = self._conn.sendmail(sender, [recipient], message)
         except smtplib.SMTPRecipientsRefused as exc:
             code, detail = exc.recipients.get(recipient, (550, b"refused"))
             self._reset()

@@ -11,7 +11,9 @@ from sqlmodel import Field, SQLModel
 
 
 def _ts(nullable: bool = True, index: bool = False) -> Any:
-    return Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=nullable, index=index))
+    return Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=nullable, index=index)
+    )
 
 
 class EnrollmentStatus(StrEnum):
@@ -75,7 +77,9 @@ class Lesson(SQLModel, table=True):
     delay_days: int = 0
     module: str = Field(default="", max_length=32)
     body: str
-    sources: list[dict[str, str]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    sources: list[dict[str, str]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
 
 
 class Enrollment(SQLModel, table=True):

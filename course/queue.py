@@ -23,7 +23,9 @@ def enqueue_sends(batches: list[list[int]]) -> None:
                 if batch:
                     app.send_task(SEND_TASK, args=[batch], producer=producer)
     except Exception:  # the database lease brings these back; a web request must not fail
-        log.warning("could not enqueue %d batches; the next tick will retry", len(batches), exc_info=True)
+        log.warning(
+            "could not enqueue %d batches; the next tick will retry", len(batches), exc_info=True
+        )
 
 
 def kick_tick() -> None:

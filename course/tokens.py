@@ -12,7 +12,6 @@ from enum import StrEnum
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
 from course.clock import Clock, SystemClock
-
 from course.errors import TokenExpired, TokenInvalid
 
 
@@ -24,7 +23,11 @@ class Purpose(StrEnum):
 
 def _serializer(secret_key: str, purpose: Purpose, clock: Clock) -> URLSafeTimedSerializer:
     # The signer reads the injected clock, so expiry can be tested without waiting.
-    signer = type("ClockSigner", (TimestampSigner,), {"get_timestamp": lambda self: int(clock.now().timestamp())})
+    signer = type(
+        "ClockSigner",
+        (TimestampSigner,),
+        {"get_timestamp": lambda self: int(clock.now().timestamp())},
+    )
     return URLSafeTimedSerializer(secret_key, salt=f"homeward.{purpose.value}", signer=signer)
 
 

@@ -59,7 +59,9 @@ def redis_url() -> Iterator[str]:
     if os.environ.get("COURSE_TEST_REDIS") != "embedded" and _port_open(6379):
         url = f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"
     else:
-        _note("Redis is not running on 127.0.0.1:6379 (or COURSE_TEST_REDIS=embedded): using an embedded redis-server")
+        _note(
+            "Redis is not running on 127.0.0.1:6379 (or COURSE_TEST_REDIS=embedded): using an embedded redis-server"
+        )
         embedded = EmbeddedRedis().start()
         url = embedded.url
     client = redis.Redis.from_url(url)
@@ -85,8 +87,12 @@ def _database_kinds() -> list[str]:
 def _postgres_url() -> Iterator[str | None]:
     if not _port_open(5432):
         if os.environ.get("COURSE_TEST_REQUIRE_POSTGRES") == "1":
-            pytest.fail("PostgreSQL is required (COURSE_TEST_REQUIRE_POSTGRES=1) but 127.0.0.1:5432 does not answer")
-        _note("PostgreSQL is not running on 127.0.0.1:5432: PostgreSQL tests are skipped, SQLite runs")
+            pytest.fail(
+                "PostgreSQL is required (COURSE_TEST_REQUIRE_POSTGRES=1) but 127.0.0.1:5432 does not answer"
+            )
+        _note(
+            "PostgreSQL is not running on 127.0.0.1:5432: PostgreSQL tests are skipped, SQLite runs"
+        )
         yield None
         return
     name = f"homeward_test_{os.getpid()}"

@@ -20,8 +20,15 @@ from tests.conftest import confirm_link
 def signup(settings, clock, deliver, smtp, email, **fields):
     """Enroll and click the confirmation link, as a reader would."""
     with session_scope(engine_for(settings.database_url)) as session:
-        verbs.enroll(session, settings, clock, verbs.EnrollRequest.parse({"email": email, **fields}, settings.default_sequence))
-    clock.advance(seconds=settings.lease_seconds + 1)  # nobody consumed the queue: the tick takes over
+        verbs.enroll(
+            session,
+            settings,
+            clock,
+            verbs.EnrollRequest.parse({"email": email, **fields}, settings.default_sequence),
+        )
+    clock.advance(
+        seconds=settings.lease_seconds + 1
+    )  # nobody consumed the queue: the tick takes over
     deliver()
     token = confirm_link(smtp.to(email)[-1]).rsplit("/", 1)[1]
     enrollment_id = read_token(settings.secret_key, Purpose.CONFIRM, token, 86400, clock)
@@ -40,12 +47,26 @@ def lessons_to(smtp, email):
     return [m for m in smtp.to(email) if "confirm" not in m["Subject"].lower()]
 
 
-def test_a_whole_course_arrives_in_order_once_each_at_the_local_send_hour(settings, clock, smtp, deliver, mini_course):
+def test_a_whole_course_arrives_in_order_once_each_at_the_local_send_hour(
+    settings, clock, smtp, deliver, mini_course
+):
     clock.set(datetime(2026, 3, 5, 17, 0, tzinfo=UTC))  # spans the US spring-forward on 8 March
-    signup(settings, clock, deliver, smtp, "ny@example.org", time_zone="America/New_York", send_hour="9")
+    signup(
+        settings,
+        clock,
+        deliver,
+        smtp,
+        "ny@example.org",
+        time_zone="America/New_York",
+        send_hour="9",
+    )
     run_days(clock, deliver, 10)
     received = lessons_to(smtp, "ny@example.org")
-    assert [m["Subject"] for m in received] == ["Welcome", "Lesson two of the mini course", "The last lesson"]
+    assert [m["Subject"] for m in received] == [
+        "Welcome",
+        "Lesson two of the mini course",
+        "The last lesson",
+    ]
     local = [m["Date"].datetime.astimezone(ZoneInfo("America/New_York")) for m in received]
     # Lesson 1 straight away; then 2 and 3 days later at 09:00 local, before and after DST.
     assert local[1].date() == local[0].date() + timedelta(days=2) and local[1].hour == 9
@@ -55,7 +76,9 @@ def test_a_whole_course_arrives_in_order_once_each_at_the_local_send_hour(settin
         assert session.exec(select(Enrollment)).one().status == "completed"
 
 
-def test_every_email_is_multipart_with_unsubscribe_headers_footer_and_sources(settings, clock, smtp, deliver, mini_course):
+def test_every_email_is_multipart_with_unsubscribe_headers_footer_and_sources(
+    settings, clock, smtp, deliver, mini_course
+):
     signup(settings, clock, deliver, smtp, "h@example.org", first_name="Maria")
     deliver()
     [lesson] = lessons_to(smtp, "h@example.org")
@@ -82,10 +105,17 @@ def test_every_email_is_multipart_with_unsubscribe_headers_footer_and_sources(se
     assert "the helpline page (https://www.samhsa.gov/find-help/national-helpline)" in text
 
 
-def test_a_temporary_refusal_is_retried_later_and_delivered_once(settings, clock, smtp, deliver, mini_course):
+def test_a_temporary_refusal_is_retried_later_and_delivered_once(
+    settings, clock, smtp, deliver, mini_course
+):
     smtp.refuse["t@example.org"] = "451 4.3.0 Try again later"
     with session_scope(engine_for(settings.database_url)) as session:
-        verbs.enroll(session, settings, clock, verbs.EnrollRequest.parse({"email": "t@example.org"}, "mini-course"))
+        verbs.enroll(
+            session,
+            settings,
+            clock,
+            verbs.EnrollRequest.parse({"email": "t@example.org"}, "mini-course"),
+        )
     clock.advance(seconds=settings.lease_seconds + 1)
     deliver()
     assert smtp.to("t@example.org") == []
@@ -101,7 +131,9 @@ def test_a_temporary_refusal_is_retried_later_and_delivered_once(settings, clock
     assert len(smtp.to("t@example.org")) == 1
 
 
-def test_a_permanent_refusal_stops_the_course_and_suppresses_the_address(settings, clock, smtp, deliver, mini_course):
+def test_a_permanent_refusal_stops_the_course_and_suppresses_the_address(
+    settings, clock, smtp, deliver, mini_course
+):
     signup(settings, clock, deliver, smtp, "gone@example.org")
     smtp.refuse["gone@example.org"] = "550 5.1.1 No such user"
     deliver()
@@ -109,7 +141,12 @@ def test_a_permanent_refusal_stops_the_course_and_suppresses_the_address(setting
         assert session.exec(select(Enrollment)).one().status == "bounced"
         subscriber = session.exec(select(Subscriber)).one()
         assert subscriber.suppressed_at is not None and "550" in subscriber.suppressed_reason
-        verbs.enroll(session, settings, clock, verbs.EnrollRequest.parse({"email": "gone@example.org"}, "mini-course"))
+        verbs.enroll(
+            session,
+            settings,
+            clock,
+            verbs.EnrollRequest.parse({"email": "gone@example.org"}, "mini-course"),
+        )
     del smtp.refuse["gone@example.org"]
     run_days(clock, deliver, 3, step_hours=6)
     assert len(smtp.to("gone@example.org")) == 1  # only the confirmation, before the bounce
@@ -127,7 +164,9 @@ def test_the_same_batch_enqueued_twice_is_sent_once(settings, clock, smtp, deliv
     assert len(lessons_to(smtp, "twice@example.org")) == 1
 
 
-def test_work_lost_by_the_broker_is_handed_out_again_after_the_lease(settings, clock, smtp, deliver, mini_course):
+def test_work_lost_by_the_broker_is_handed_out_again_after_the_lease(
+    settings, clock, smtp, deliver, mini_course
+):
     signup(settings, clock, deliver, smtp, "lost@example.org")
     engine = engine_for(settings.database_url)
     assert delivery.tick(engine, settings, clock)  # enqueued... and the message vanishes
@@ -137,7 +176,9 @@ def test_work_lost_by_the_broker_is_handed_out_again_after_the_lease(settings, c
     assert len(lessons_to(smtp, "lost@example.org")) == 1
 
 
-def test_a_crash_after_the_server_accepted_resends_with_the_same_message_id(settings, clock, smtp, deliver, mini_course, monkeypatch):
+def test_a_crash_after_the_server_accepted_resends_with_the_same_message_id(
+    settings, clock, smtp, deliver, mini_course, monkeypatch
+):
     signup(settings, clock, deliver, smtp, "crash@example.org")
 
     def crash(*args, **kwargs):
@@ -156,10 +197,17 @@ def test_a_crash_after_the_server_accepted_resends_with_the_same_message_id(sett
     assert len(lessons_to(smtp, "crash@example.org")) == 2 + 2
 
 
-def test_smtp_server_down_stops_the_batch_and_delivers_later(settings, clock, smtp, deliver, mini_course):
+def test_smtp_server_down_stops_the_batch_and_delivers_later(
+    settings, clock, smtp, deliver, mini_course
+):
     for n in range(5):
         with session_scope(engine_for(settings.database_url)) as session:
-            verbs.enroll(session, settings, clock, verbs.EnrollRequest.parse({"email": f"p{n}@example.org"}, "mini-course"))
+            verbs.enroll(
+                session,
+                settings,
+                clock,
+                verbs.EnrollRequest.parse({"email": f"p{n}@example.org"}, "mini-course"),
+            )
     clock.advance(seconds=settings.lease_seconds + 1)
     engine = engine_for(settings.database_url)
     [batch] = delivery.tick(engine, settings, clock)
@@ -176,7 +224,12 @@ def test_concurrent_ticks_and_workers_send_nothing_twice(settings, clock, smtp, 
     people = 60
     with session_scope(engine) as session:
         for n in range(people):
-            verbs.enroll(session, settings, clock, verbs.EnrollRequest.parse({"email": f"c{n}@example.org"}, "mini-course"))
+            verbs.enroll(
+                session,
+                settings,
+                clock,
+                verbs.EnrollRequest.parse({"email": f"c{n}@example.org"}, "mini-course"),
+            )
         session.flush()
         for enrollment in session.exec(select(Enrollment)).all():
             verbs.confirm(session, settings, clock, enrollment.id)

@@ -63,7 +63,9 @@ def test_an_unknown_variable_names_file_and_line(course_dir: Path):
 
 def test_an_unknown_variable_in_the_subject_is_refused(course_dir: Path):
     lesson = course_dir / "01-hello.md"
-    lesson.write_text(lesson.read_text().replace("subject: Welcome", "subject: Hi {{ name }} welcome"))
+    lesson.write_text(
+        lesson.read_text().replace("subject: Welcome", "subject: Hi {{ name }} welcome")
+    )
     [problem] = problems_of(course_dir)
     assert problem.startswith(f"{lesson}:3:") and "'name'" in problem
 
@@ -83,8 +85,16 @@ def test_broken_front_matter_is_reported_with_its_line(course_dir: Path):
         ("preheader: The second lesson.", "preheader: ''", "preheader is missing"),
         ("subject: Lesson two of the mini course", "subject: " + "x" * 71, "keep it to 70"),
         ("subject: Lesson two of the mini course", "subject: READ THIS NOW", "all capitals"),
-        ("    url: https://nida.nih.gov/", "    url: http://nida.nih.gov/", "must start with https://"),
-        ("sources:\n  - title: NIDA\n    url: https://nida.nih.gov/\n", "sources: []\n", "at least one source"),
+        (
+            "    url: https://nida.nih.gov/",
+            "    url: http://nida.nih.gov/",
+            "must start with https://",
+        ),
+        (
+            "sources:\n  - title: NIDA\n    url: https://nida.nih.gov/\n",
+            "sources: []\n",
+            "at least one source",
+        ),
         ("module: act", "module: acting", "module must be one of"),
         ("delay_days: 2", "delay_days: 2\ndealy_days: 3", "unknown field 'dealy_days'"),
         ("key: middle", "key: other", "does not match the file name"),
@@ -110,7 +120,11 @@ def test_every_problem_is_reported_at_once(course_dir: Path):
 def test_check_command_prints_a_table_or_file_line_errors(course_dir: Path, capsys):
     assert main(["lessons", "check", str(course_dir)]) == 0
     out = capsys.readouterr().out
-    assert "01-hello.md" in out and "Lesson two of the mini course" in out and "All lessons are valid" in out
+    assert (
+        "01-hello.md" in out
+        and "Lesson two of the mini course" in out
+        and "All lessons are valid" in out
+    )
     (course_dir / "03-last.md").write_text((course_dir / "03-last.md").read_text() + "{{ oops }}\n")
     assert main(["lessons", "check", str(course_dir)]) == 1
     err = capsys.readouterr().err
@@ -121,7 +135,9 @@ def test_check_command_exits_1_as_a_real_process(course_dir: Path):
     (course_dir / "sequence.toml").write_text('title = "Mini"\nlocale = "fr"\nsender_name = "X"\n')
     result = subprocess.run(
         [sys.executable, "-m", "course.cli", "lessons", "check", str(course_dir)],
-        capture_output=True, text=True, cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
     )
     assert result.returncode == 1
     assert "sequence.toml:1: locale must be one of en, es" in result.stderr
@@ -133,7 +149,9 @@ def test_shipped_sequences_pass_the_check():
         assert len(sequence.lessons) >= 3
 
 
-def test_publishing_stores_versions_and_skips_unchanged_content(db_url: str, clock, course_dir: Path):
+def test_publishing_stores_versions_and_skips_unchanged_content(
+    db_url: str, clock, course_dir: Path
+):
     engine = engine_for(db_url)
     with session_scope(engine) as session:
         first, created = publish(session, load_sequence(course_dir), clock)
@@ -149,5 +167,7 @@ def test_publishing_stores_versions_and_skips_unchanged_content(db_url: str, clo
     with session_scope(engine) as session:
         versions = session.exec(select(SequenceVersion).order_by(SequenceVersion.version)).all()
         assert [v.version for v in versions] == [1, 2]
-        bodies = session.exec(select(Lesson.body).where(Lesson.version_id == second.id, Lesson.position == 3)).all()
+        bodies = session.exec(
+            select(Lesson.body).where(Lesson.version_id == second.id, Lesson.position == 3)
+        ).all()
         assert "That is all for now." in bodies[0]

@@ -41,7 +41,9 @@ def utc(*args: int) -> datetime:
         (utc(2026, 4, 1, 12, 0), 2, "Pacific/Honolulu", 20, utc(2026, 4, 4, 6, 0)),
     ],
 )
-def test_next_lesson_arrives_at_the_send_hour_on_the_right_local_day(previous, delay, tz, hour, expected):
+def test_next_lesson_arrives_at_the_send_hour_on_the_right_local_day(
+    previous, delay, tz, hour, expected
+):
     assert next_due(previous, delay, time_zone=tz, send_hour=hour) == expected
 
 

@@ -34,8 +34,13 @@ def test_signup_page_explains_what_happens_and_works_without_javascript(client):
     assert "911" in html and "988" in html
 
 
-def test_form_enrollment_shows_check_your_email_and_sends_a_confirmation(client, settings, smtp, deliver):
-    answer = client.post("/enroll", data={"email": "Parent@Example.org", "first_name": "Rosa", "time_zone": "America/Chicago"})
+def test_form_enrollment_shows_check_your_email_and_sends_a_confirmation(
+    client, settings, smtp, deliver
+):
+    answer = client.post(
+        "/enroll",
+        data={"email": "Parent@Example.org", "first_name": "Rosa", "time_zone": "America/Chicago"},
+    )
     assert answer.status_code == 200
     assert "check your email" in answer.text.lower()
     deliver()
@@ -98,16 +103,27 @@ def test_unknown_sequence_and_oversized_body_are_refused(client, settings):
     assert unknown.status_code == 404 and "no course called" in unknown.json()["error"]
     huge = client.post("/enroll", json={"email": "a@example.org", "first_name": "x" * 20000})
     assert huge.status_code == 413 and "more information" in huge.json()["error"]
-    assert client.post("/enroll", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+    assert (
+        client.post(
+            "/enroll", content=b"{not json", headers={"content-type": "application/json"}
+        ).status_code
+        == 422
+    )
     assert enrollments(settings) == []
 
 
-def test_tampered_and_expired_confirm_links_get_a_page_not_a_traceback(client, clock, smtp, deliver):
+def test_tampered_and_expired_confirm_links_get_a_page_not_a_traceback(
+    client, clock, smtp, deliver
+):
     client.post("/enroll", data={"email": "b@example.org"})
     deliver()
     link = confirm_link(smtp.to("b@example.org")[0])
     tampered = client.get(link[:-3] + "xyz")
-    assert tampered.status_code == 400 and "not valid" in tampered.text and "Traceback" not in tampered.text
+    assert (
+        tampered.status_code == 400
+        and "not valid" in tampered.text
+        and "Traceback" not in tampered.text
+    )
     clock.advance(days=8)
     expired = client.get(link)
     assert expired.status_code == 410 and "expired" in expired.text
@@ -122,7 +138,7 @@ def test_one_click_unsubscribe_stops_everything_at_once(client, settings, clock,
     assert lesson["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     path = unsubscribe_link(lesson)
     page = client.get(path)
-    assert page.status_code == 200 and "<form method=\"post\"" in page.text
+    assert page.status_code == 200 and '<form method="post"' in page.text
     assert enrollments(settings)[0].status == "active"  # a GET (link scanner) changes nothing
     answer = client.post(path, data={"List-Unsubscribe": "One-Click"}, follow_redirects=False)
     assert answer.status_code == 200 and "unsubscribed" in answer.text
@@ -143,7 +159,9 @@ def test_unknown_pages_get_a_friendly_404(client):
     assert answer.status_code == 404 and "could not find" in answer.text
 
 
-def test_resubscribing_after_unsubscribe_needs_a_new_confirmation(client, settings, clock, smtp, deliver):
+def test_resubscribing_after_unsubscribe_needs_a_new_confirmation(
+    client, settings, clock, smtp, deliver
+):
     client.post("/enroll", json={"email": "d@example.org"})
     deliver()
     first = smtp.to("d@example.org")[0]

@@ -60,23 +60,50 @@ def env(settings: Settings, tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def processes(env: dict[str, str], tmp_path: Path, redis_url: str) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+def processes(
+    env: dict[str, str], tmp_path: Path, redis_url: str
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start `celery -A worker worker|beat` processes; every one is stopped after the test."""
     redis.Redis.from_url(redis_url).flushdb()
     started: list[subprocess.Popen[bytes]] = []
 
     def start(kind: str, name: str = "w1", concurrency: int = 1) -> subprocess.Popen[bytes]:
         log = tmp_path / f"{kind}-{name}.log"
-        args = [sys.executable, "-m", "celery", "-A", "worker", kind, "--loglevel=INFO", f"--logfile={log}"]
+        args = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker",
+            kind,
+            "--loglevel=INFO",
+            f"--logfile={log}",
+        ]
         if kind == "worker":
-            args += [f"--concurrency={concurrency}", "-n", f"{name}@%h", "--without-mingle", "--without-gossip"]
+            args += [
+                f"--concurrency={concurrency}",
+                "-n",
+                f"{name}@%h",
+                "--without-mingle",
+                "--without-gossip",
+            ]
         else:
             args += ["--schedule", str(tmp_path / f"beat-{name}")]
-        proc = subprocess.Popen(args, env=env, cwd=PROJECT_ROOT, start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            args,
+            env=env,
+            cwd=PROJECT_ROOT,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         started.append(proc)
         marker = "ready." if kind == "worker" else "beat: Starting"
-        wait_for(lambda: log.exists() and marker in log.read_text(errors="replace"), 30, f"celery {kind} {name}")
+        wait_for(
+            lambda: log.exists() and marker in log.read_text(errors="replace"),
+            30,
+            f"celery {kind} {name}",
+        )
         return proc
 
     yield start
@@ -98,7 +125,12 @@ def active_readers(settings: Settings, count: int) -> list[str]:
     emails = [f"r{n}@example.org" for n in range(count)]
     with session_scope(engine_for(settings.database_url)) as session:
         for email in emails:
-            verbs.enroll(session, settings, clock, verbs.EnrollRequest.parse({"email": email}, settings.default_sequence))
+            verbs.enroll(
+                session,
+                settings,
+                clock,
+                verbs.EnrollRequest.parse({"email": email}, settings.default_sequence),
+            )
         session.flush()
         for enrollment in session.exec(select(Enrollment)).all():
             verbs.confirm(session, settings, clock, enrollment.id)
@@ -116,7 +148,12 @@ def test_signup_to_last_lesson_through_the_broker(settings, smtp, mini_course, p
     from course.web import create_app
 
     with TestClient(create_app(settings, SystemClock())) as client:
-        assert client.post("/enroll", json={"email": "e2e@example.org", "first_name": "Jo"}).status_code == 202
+        assert (
+            client.post(
+                "/enroll", json={"email": "e2e@example.org", "first_name": "Jo"}
+            ).status_code
+            == 202
+        )
         wait_for(lambda: len(smtp.to("e2e@example.org")) == 1, 20, "the confirmation email")
         assert client.get(confirm_link(smtp.to("e2e@example.org")[0])).status_code == 200
     wait_for(lambda: lesson_count(smtp)["e2e@example.org"] >= 3, 30, "all three lessons")
@@ -138,7 +175,11 @@ def test_a_worker_killed_mid_batch_loses_nothing(settings, smtp, mini_course, pr
     assert sent_before_kill < 90, "the worker finished before it could be killed"
     smtp.delay = 0
     processes("worker", name="rescuer", concurrency=2)
-    wait_for(lambda: all(lesson_count(smtp)[r] >= 3 for r in readers), 60, "every lesson for every reader")
+    wait_for(
+        lambda: all(lesson_count(smtp)[r] >= 3 for r in readers),
+        60,
+        "every lesson for every reader",
+    )
     counts = lesson_count(smtp)
     duplicates = sum(n - 3 for n in counts.values())
     # Allowed: one message accepted by the server just before the kill, not yet recorded.
@@ -146,7 +187,9 @@ def test_a_worker_killed_mid_batch_loses_nothing(settings, smtp, mini_course, pr
     assert set(counts) == set(readers)
 
 
-def test_redis_flushed_with_work_queued_loses_nothing(settings, smtp, mini_course, processes, redis_url):
+def test_redis_flushed_with_work_queued_loses_nothing(
+    settings, smtp, mini_course, processes, redis_url
+):
     readers = active_readers(settings, 20)
     engine = engine_for(settings.database_url)
     batches = delivery.tick(engine, settings, SystemClock())
@@ -155,7 +198,9 @@ def test_redis_flushed_with_work_queued_loses_nothing(settings, smtp, mini_cours
     redis.Redis.from_url(redis_url).flushdb()  # every queued message is gone
     processes("worker", concurrency=2)
     processes("beat")
-    wait_for(lambda: all(lesson_count(smtp)[r] >= 3 for r in readers), 60, "every lesson after the flush")
+    wait_for(
+        lambda: all(lesson_count(smtp)[r] >= 3 for r in readers), 60, "every lesson after the flush"
+    )
     assert all(n == 3 for n in lesson_count(smtp).values())
 
 
@@ -164,5 +209,7 @@ def test_two_beats_at_once_send_nothing_twice(settings, smtp, mini_course, proce
     processes("worker", concurrency=2)
     processes("beat", name="b1")
     processes("beat", name="b2")
-    wait_for(lambda: all(lesson_count(smtp)[r] >= 3 for r in readers), 60, "every lesson with two beats")
+    wait_for(
+        lambda: all(lesson_count(smtp)[r] >= 3 for r in readers), 60, "every lesson with two beats"
+    )
     assert all(n == 3 for n in lesson_count(smtp).values()), lesson_count(smtp)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from celery import Celery
+import sys
 
+from celery import Celery, signals
+
+from course.errors import ConfigurationError
 from course.settings import get_settings
 
 settings = get_settings()
@@ -30,3 +33,17 @@ app.conf.update(
         }
     },
 )
+
+
+@signals.worker_init.connect
+@signals.beat_init.connect
+def _refuse_unsafe_start(**_: object) -> None:
+    # Emails carry signed links and must carry a postal address: outside `course dev`, refuse to
+    # run on the development key or without an address, rather than send such mail.
+    if not settings.dev:
+        try:
+            settings.require_production_ready()
+        except ConfigurationError as exc:
+            # Celery logs and ignores exceptions from signal handlers; this must stop the process.
+            sys.stderr.write(f"homeward: cannot start: {exc.message}\n")
+            raise SystemExit(2) from exc

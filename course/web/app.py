@@ -58,7 +58,9 @@ def create_app(
     """The app; `enqueue` and `kick` hand work to Celery unless a caller passes its own."""
     settings = settings or get_settings()
     clock = clock or SystemClock()
-    app = FastAPI(title="Homeward", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
+    app = FastAPI(
+        title="Homeward", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json"
+    )
     app.state.settings = settings
     app.state.clock = clock
     engine = engine_for(settings.database_url)
@@ -71,13 +73,16 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        return await course_error(request, InvalidInput("Some of the information sent was not understood."))
+        return await course_error(
+            request, InvalidInput("Some of the information sent was not understood.")
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        message = {404: "We could not find that page.", 405: "That action is not available here."}.get(
-            exc.status_code, str(exc.detail)
-        )
+        message = {
+            404: "We could not find that page.",
+            405: "That action is not available here.",
+        }.get(exc.status_code, str(exc.detail))
         error = CourseError(message)
         error.status_code = exc.status_code
         return await course_error(request, error)
@@ -89,13 +94,23 @@ def create_app(
         error.status_code = 500
         return await course_error(request, error)
 
-    def signup_page(request: Request, status: int = 200, error: str | None = None, values: dict[str, Any] | None = None) -> HTMLResponse:
+    def signup_page(
+        request: Request,
+        status: int = 200,
+        error: str | None = None,
+        values: dict[str, Any] | None = None,
+    ) -> HTMLResponse:
         with session_scope(engine) as session:
             courses = {v.slug: (v, n) for v, n in published(session)}
         course = courses.get(settings.default_sequence)
         return page(
-            request, "signup.html", status, error=error, values=values or {},
-            course=course[0] if course else None, lesson_count=course[1] if course else 0,
+            request,
+            "signup.html",
+            status,
+            error=error,
+            values=values or {},
+            course=course[0] if course else None,
+            lesson_count=course[1] if course else 0,
         )
 
     @app.get("/", response_class=HTMLResponse)
@@ -128,8 +143,12 @@ def create_app(
             enrollment = verbs.confirm(session, settings, clock, enrollment_id)
             status = enrollment.status
         kick()
-        unsubscribe_token = make_token(settings.secret_key, Purpose.UNSUBSCRIBE, enrollment_id, clock)
-        return page(request, "confirmed.html", status=200, state=status, unsubscribe_token=unsubscribe_token)
+        unsubscribe_token = make_token(
+            settings.secret_key, Purpose.UNSUBSCRIBE, enrollment_id, clock
+        )
+        return page(
+            request, "confirmed.html", status=200, state=status, unsubscribe_token=unsubscribe_token
+        )
 
     @app.get("/unsubscribe/{token}", response_class=HTMLResponse)
     def unsubscribe_page(request: Request, token: str) -> HTMLResponse:
@@ -161,13 +180,17 @@ def create_app(
         try:
             import redis
 
-            client = redis.Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0", socket_timeout=2)
+            client = redis.Redis.from_url(
+                settings.redis_url or "redis://127.0.0.1:6379/0", socket_timeout=2
+            )
             client.ping()
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = f"error: {type(exc).__name__}"
         ok = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ok" if ok else "unhealthy", **checks}, status_code=200 if ok else 503)
+        return JSONResponse(
+            {"status": "ok" if ok else "unhealthy", **checks}, status_code=200 if ok else 503
+        )
 
     if settings.dev:
         from course.web.devmail import router
@@ -193,7 +216,7 @@ async def read_body(request: Request, limit: int) -> dict[str, Any]:
         except ValueError:
             raise InvalidInput("The request body is not valid JSON.") from None
         if not isinstance(data, dict):
-            raise InvalidInput("Send a JSON object with at least an \"email\" field.")
+            raise InvalidInput('Send a JSON object with at least an "email" field.')
         return data
     if "application/x-www-form-urlencoded" in content_type or not content_type:
         return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))

@@ -17,7 +17,7 @@ router = APIRouter(prefix="/dev/mailbox")
 
 def _box(request: Request) -> mailbox.Maildir:
     path = request.app.state.settings.dev_mailbox
-    path.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)  # Maildir makes tmp/new/cur itself
     return mailbox.Maildir(str(path), factory=None, create=True)
 
 
@@ -33,7 +33,15 @@ def inbox(request: Request) -> Response:
     rows = []
     for key, raw in box.iteritems():
         msg = _parse(raw)
-        rows.append({"key": key, "to": msg["To"], "subject": msg["Subject"], "date": msg["Date"], "ts": raw.get_date()})
+        rows.append(
+            {
+                "key": key,
+                "to": msg["To"],
+                "subject": msg["Subject"],
+                "date": msg["Date"],
+                "ts": raw.get_date(),
+            }
+        )
     rows.sort(key=lambda r: r["ts"], reverse=True)
     return page(request, "dev_mailbox.html", messages=rows)
 

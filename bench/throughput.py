@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""Delivered lessons per second next to the raw SMTP limit, measured in the same run.
+
+    python bench/throughput.py --n 20000 [--database-url postgresql://postgres@127.0.0.1/homeward_bench]
+
+1. Starts a local SMTP server (aiosmtpd, its own process) that accepts and discards mail.
+2. Raw limit: pre-rendered messages pushed with smtplib over reused connections, one client
+   process per worker process, into that server.
+3. Service: N confirmed readers whose lesson 1 is due, a real Celery worker (same concurrency)
+   over Redis, the real tick; timed until every delivery row is marked sent.
+Prints both rates and their ratio. A benchmark, not a test: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def smtp_server(port: int, ready: mp.Event) -> None:  # type: ignore[valid-type]
+    import asyncio
+
+    from aiosmtpd.controller import Controller
+
+    class Discard:
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            return "250 OK"
+
+    controller = Controller(Discard(), hostname="127.0.0.1", port=port)
+    controller.start()
+    ready.set()
+    signal.sigwait([signal.SIGTERM])
+    controller.stop()
+    asyncio.get_event_loop_policy()
+
+
+def push_raw(port: int, message: bytes, count: int) -> None:
+    conn = smtplib.SMTP("127.0.0.1", port)
+    for n in range(count):
+        conn.sendmail("lessons@bench.test", [f"raw{n}@example.org"], message)
+    conn.quit()
+
+
+def raw_limit(port: int, message: bytes, total: int, clients: int) -> float:
+    per = total // clients
+    procs = [mp.Process(target=push_raw, args=(port, message, per)) for _ in range(clients)]
+    started = time.perf_counter()
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    return per * clients / (time.perf_counter() - started)
+
+
+def seed(database_url: str, n: int, slug: str) -> None:
+    """N confirmed readers with lesson 1 due now, written set-based."""
+    from sqlalchemy import insert, select
+
+    from course.db import engine_for, session_scope
+    from course.models import Enrollment, EnrollmentStatus, SequenceVersion, Subscriber
+
+    now = datetime.now(UTC)
+    engine = engine_for(database_url)
+    with session_scope(engine) as session:
+        version_id = session.execute(
+            select(SequenceVersion.id).where(SequenceVersion.slug == slug)
+        ).scalar_one()
+        session.execute(
+            insert(Subscriber),
+            [
+                {
+                    "email": f"reader{i}@example.org",
+                    "first_name": "Sam",
+                    "time_zone": "America/Chicago",
+                    "send_hour": 9,
+                    "relationship": "parent",
+                    "substance": "opioids",
+                    "created_at": now,
+                }
+                for i in range(n)
+            ],
+        )
+        ids = session.execute(select(Subscriber.id)).scalars().all()
+        session.execute(
+            insert(Enrollment),
+            [
+                {
+                    "subscriber_id": sid,
+                    "sequence_slug": slug,
+                    "version_id": version_id,
+                    "status": EnrollmentStatus.ACTIVE,
+                    "next_position": 1,
+                    "next_due_at": now,
+                    "created_at": now,
+                    "confirmed_at": now,
+                }
+                for sid in ids
+            ],
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=20000)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument("--redis-url", default=None, help="default: an embedded redis-server")
+    parser.add_argument(
+        "--sequence", default=str(ROOT / "lessons" / "family-guide"), help="a sequence folder"
+    )
+    args = parser.parse_args()
+
+    from course.embedded_redis import EmbeddedRedis, free_port
+
+    workdir = Path(tempfile.mkdtemp(prefix="homeward-bench-"))
+    database_url = args.database_url or f"sqlite:///{workdir / 'bench.db'}"
+    embedded = None
+    redis_url = args.redis_url
+    if not redis_url:
+        embedded = EmbeddedRedis().start()
+        redis_url = embedded.url
+    port = free_port()
+    env = {
+        **os.environ,
+        "COURSE_DATABASE_URL": database_url,
+        "COURSE_REDIS_URL": redis_url,
+        "COURSE_SMTP_URL": f"smtp://127.0.0.1:{port}",
+        "COURSE_BASE_URL": "https://homeward.bench",
+        "COURSE_SECRET_KEY": "bench-secret-key-0123456789",
+        "COURSE_POSTAL_ADDRESS": "Homeward, 1 Bench Street",
+        "COURSE_SEND_BATCH": "200",
+        "COURSE_CLAIM_BATCH": "5000",
+    }
+    os.environ.update(env)
+
+    from sqlalchemy import func, select
+
+    from course.clock import SystemClock
+    from course.db import engine_for, session_scope, upgrade
+    from course.lessons import check, publish
+    from course.models import Delivery, DeliveryStatus
+    from course.settings import get_settings
+
+    settings = get_settings()
+    upgrade(database_url)
+    from course.render import Layout
+
+    sequence, reports = check(Path(args.sequence), Layout.load(ROOT / "lessons" / "_layout"))
+    with session_scope(engine_for(database_url)) as session:
+        publish(session, sequence, SystemClock())
+    seed(database_url, args.n, sequence.slug)
+
+    ready = mp.Event()
+    server = mp.Process(target=smtp_server, args=(port, ready), daemon=True)
+    server.start()
+    ready.wait(10)
+
+    # The raw limit: the same lesson, pre-rendered once, pushed over kept-open connections.
+    from course.message import build_message
+
+    sample = build_message(
+        rendered=reports[0].samples[0],
+        from_address=settings.from_address,
+        sender_name="Homeward",
+        to="raw@example.org",
+        message_id="<raw@bench>",
+        unsubscribe_url="https://homeward.bench/u/x",
+        unsubscribe_mailto=None,
+        date=datetime.now(UTC),
+    )
+    raw = raw_limit(port, sample, args.n, args.concurrency)
+
+    log = workdir / "worker.log"
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker",
+            "worker",
+            f"--concurrency={args.concurrency}",
+            "--loglevel=WARNING",
+            f"--logfile={log}",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    try:
+        from course import delivery
+        from course.queue import enqueue_sends
+        from worker.app import app
+
+        app.conf.broker_url = redis_url
+        engine = engine_for(database_url)
+        # Wait for the worker to be up, so its start-up time is not counted.
+        deadline = time.monotonic() + 60
+        while not app.control.ping(timeout=0.5):
+            if time.monotonic() > deadline:
+                raise SystemExit("worker did not start")
+        started = time.perf_counter()
+        while True:
+            enqueue_sends(delivery.tick(engine, settings, SystemClock(), budget_seconds=5))
+            with session_scope(engine) as session:
+                sent = session.execute(
+                    select(func.count())
+                    .select_from(Delivery)
+                    .where(Delivery.status == DeliveryStatus.SENT)
+                ).scalar_one()
+            if sent >= args.n:
+                break
+            time.sleep(0.2)  # the benchmark's own beat interval
+        elapsed = time.perf_counter() - started
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(30)
+        server.terminate()
+        if embedded:
+            embedded.stop()
+    rate = args.n / elapsed
+    db = "postgresql" if database_url.startswith("postgres") else "sqlite"
+    print(f"readers: {args.n}  worker processes: {args.concurrency}  database: {db}")
+    print(f"raw SMTP limit (smtplib, pre-rendered, reused connections): {raw:,.0f} msg/s")
+    print(f"delivered lessons (render + send + record, real worker):    {rate:,.0f} lessons/s")
+    print(f"ratio: {rate / raw:.2f}")
+
+
+if __name__ == "__main__":
+    main()

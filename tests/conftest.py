@@ -48,6 +48,20 @@ def _note(message: str) -> None:
     sys.stderr.write(f"\n[homeward tests] {message}\n")
 
 
+def pytest_report_header() -> list[str]:
+    """Say up front which real services this run talks to, and what it fell back to."""
+    if os.environ.get("COURSE_TEST_REDIS") != "embedded" and _port_open(6379):
+        redis_line = f"redis: 127.0.0.1:6379 db {TEST_REDIS_DB}"
+    else:
+        redis_line = "redis: none on 127.0.0.1:6379 (or COURSE_TEST_REDIS=embedded): an embedded redis-server"
+    kinds = _database_kinds()
+    if "postgresql" in kinds and not _port_open(5432):
+        db_line = "databases: SQLite only: PostgreSQL is not running on 127.0.0.1:5432, its tests are skipped"
+    else:
+        db_line = f"databases: {', '.join(kinds)}"
+    return [f"homeward {redis_line}", f"homeward {db_line}"]
+
+
 # --- Redis -----------------------------------------------------------------------------------
 
 

@@ -346,12 +346,7 @@ def check(path: Path, layout: Layout) -> tuple[SequenceSpec, list[LessonReport]]
 def publish(session: Session, sequence: SequenceSpec, clock: Clock) -> tuple[SequenceVersion, bool]:
     """Store `sequence` as its next version; (version, created). Publishing unchanged content
     again returns the current version instead of making a copy."""
-    latest = session.exec(
-        select(SequenceVersion)
-        .where(SequenceVersion.slug == sequence.slug)
-        .order_by(SequenceVersion.version.desc())  # type: ignore[attr-defined]
-        .limit(1)
-    ).first()
+    latest = _newest(session, sequence.slug)
     if latest is not None and latest.content_hash == sequence.content_hash:
         return latest, False
     version = SequenceVersion(
@@ -385,13 +380,17 @@ def publish(session: Session, sequence: SequenceSpec, clock: Clock) -> tuple[Seq
     return version, True
 
 
-def latest_version(session: Session, slug: str) -> SequenceVersion:
-    version = session.exec(
+def _newest(session: Session, slug: str) -> SequenceVersion | None:
+    return session.exec(
         select(SequenceVersion)
         .where(SequenceVersion.slug == slug)
         .order_by(SequenceVersion.version.desc())  # type: ignore[attr-defined]
         .limit(1)
     ).first()
+
+
+def latest_version(session: Session, slug: str) -> SequenceVersion:
+    version = _newest(session, slug)
     if version is None:
         raise UnknownSequence(f"There is no course called {slug!r}.")
     return version

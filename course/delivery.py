@@ -19,7 +19,7 @@ from email.utils import parseaddr
 from typing import Any
 
 from markupsafe import escape
-from sqlalchemy import Connection, Engine, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, Engine, Integer, and_, bindparam, case, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
@@ -152,6 +152,17 @@ class Job:
     subscriber: Subscriber
     version: SequenceVersion
     lesson: Lesson | None
+    # First lesson of the aftercare module after this one, if the sequence has one.
+    aftercare_from: int | None = None
+
+    @property
+    def offers_stage_switch(self) -> bool:
+        return (
+            self.lesson is not None
+            and self.lesson.module in ("recognize", "act")
+            and self.aftercare_from is not None
+            and self.enrollment.started_treatment_at is None
+        )
 
 
 def claim_batch(
@@ -203,13 +214,29 @@ def _sendable(job: Job) -> bool:
     return job.enrollment.status == EnrollmentStatus.ACTIVE and job.lesson is not None
 
 
-def _lesson_delays(session: Session, version_ids: set[int]) -> dict[tuple[int, int], int]:
-    rows = session.execute(
-        select(Lesson.version_id, Lesson.position, Lesson.delay_days).where(
-            Lesson.version_id.in_(version_ids)  # type: ignore[attr-defined]
-        )
-    ).all()
-    return {(v, p): d for v, p, d in rows}
+@dataclass
+class LessonPlan:
+    """The shape of the sequence versions in a batch: each lesson's delay, and where aftercare starts."""
+
+    delays: dict[tuple[int, int], int]
+    aftercare: dict[int, list[int]]  # version id -> positions of its aftercare lessons
+
+    @classmethod
+    def load(cls, session: Session, version_ids: set[int]) -> LessonPlan:
+        rows = session.execute(
+            select(Lesson.version_id, Lesson.position, Lesson.delay_days, Lesson.module)
+            .where(Lesson.version_id.in_(version_ids))  # type: ignore[attr-defined]
+            .order_by(Lesson.version_id, Lesson.position)
+        ).all()
+        aftercare: dict[int, list[int]] = {}
+        for v, p, _, module in rows:
+            if module == "aftercare":
+                aftercare.setdefault(v, []).append(p)
+        return cls(delays={(v, p): d for v, p, d, _ in rows}, aftercare=aftercare)
+
+    def aftercare_after(self, version_id: int, position: int) -> int | None:
+        """The first aftercare lesson after `position`, if there is one."""
+        return next((p for p in self.aftercare.get(version_id, ()) if p > position), None)
 
 
 # Stand-ins for the per-person parts of an email, so each lesson is rendered (and its CSS
@@ -217,6 +244,7 @@ def _lesson_delays(session: Session, version_ids: set[int]) -> dict[tuple[int, i
 _NAME = "\ue000first-name\ue001"
 _UNSUBSCRIBE = "https://homeward.invalid/unsubscribe-url-stand-in"
 _CONFIRM = "https://homeward.invalid/confirm-url-stand-in"
+_STAGE = "https://homeward.invalid/stage-url-stand-in"
 
 
 class Composer:
@@ -249,7 +277,14 @@ class Composer:
     def _variant(self, job: Job) -> RenderedEmail:
         key, content = self._content(job)
         subscriber = job.subscriber
-        key = (*key, bool(subscriber.first_name), subscriber.relationship, subscriber.substance)
+        stage = job.offers_stage_switch
+        key = (
+            *key,
+            bool(subscriber.first_name),
+            subscriber.relationship,
+            subscriber.substance,
+            stage,
+        )
         cached = self._variants.get(key)
         if cached is None:
             persona = Persona(
@@ -261,6 +296,7 @@ class Composer:
                 unsubscribe_url=_UNSUBSCRIBE,
                 postal_address=self.settings.postal_address,
                 base_url=self.settings.base_url,
+                stage_url=_STAGE if stage else None,
             )
             extra = {
                 "confirm_url": _CONFIRM,
@@ -286,6 +322,13 @@ class Composer:
             if job.lesson is None
             else ""
         )
+        stage_url = (
+            self.link(
+                "/stage/" + make_token(s.secret_key, Purpose.STAGE, enrollment_id, self.clock)
+            )
+            if job.offers_stage_switch
+            else ""
+        )
         variant = self._variant(job)
         name = job.subscriber.first_name
 
@@ -295,6 +338,7 @@ class Composer:
                 value.replace(_NAME, esc(name))
                 .replace(_UNSUBSCRIBE, esc(unsubscribe_url))
                 .replace(_CONFIRM, esc(confirm_url))
+                .replace(_STAGE, esc(stage_url))
             )
 
         rendered = RenderedEmail(
@@ -352,8 +396,10 @@ def send_batch(
     composer = composer or Composer(settings, clock)
     with Session(engine, expire_on_commit=False) as session:
         jobs = load_jobs(session, claimed)
-        delays = _lesson_delays(session, {j.enrollment.version_id for j in jobs})
+        plan = LessonPlan.load(session, {j.enrollment.version_id for j in jobs})
         session.commit()  # end the read (and SQLite's write lock) before talking to SMTP
+    for job in jobs:
+        job.aftercare_from = plan.aftercare_after(job.enrollment.version_id, job.delivery.position)
     cancel = [j.delivery.id for j in jobs if not _sendable(j)]
     if cancel:
         _finish(engine, cancel, owner, DeliveryStatus.CANCELLED, clock.now(), None)
@@ -361,7 +407,7 @@ def send_batch(
     pending = [j for j in jobs if _sendable(j)]
     # One connection for the batch, one short transaction per message.
     with engine.connect() as conn:
-        _send_each(engine, settings, clock, mailer, composer, conn, owner, pending, delays, result)
+        _send_each(engine, settings, clock, mailer, composer, conn, owner, pending, plan, result)
     return result
 
 
@@ -374,7 +420,7 @@ def _send_each(
     conn: Connection,
     owner: str,
     pending: list[Job],
-    delays: dict[tuple[int, int], int],
+    plan: LessonPlan,
     result: BatchResult,
 ) -> None:
     # Stop well inside the lease, so a slow batch never overlaps the worker that retries it.
@@ -416,7 +462,7 @@ def _send_each(
                 result.released = _release(engine, rest, owner, clock.now() + _backoff(settings, 1))  # type: ignore[arg-type]
                 break
         else:
-            record_sent(conn, settings, job, owner, clock.now(), delays)
+            record_sent(conn, settings, job, owner, clock.now(), plan)
             result.sent.append(delivery_id)
 
 
@@ -438,6 +484,19 @@ _ADVANCE = (
     .where(*_STILL_ON_LESSON)
     .values(next_position=bindparam("e_next"), next_due_at=bindparam("e_due"))
 )
+# The reader may say "treatment has started" while this lesson is in flight; the UPDATE reads
+# that flag itself, so a click at any moment moves the course on to aftercare.
+_ADVANCE_OR_JUMP = (
+    update(Enrollment)
+    .where(*_STILL_ON_LESSON)
+    .values(
+        next_position=case(
+            (Enrollment.started_treatment_at.is_not(None), bindparam("e_jump", type_=Integer)),  # type: ignore[union-attr]
+            else_=bindparam("e_next", type_=Integer),
+        ),
+        next_due_at=bindparam("e_due"),
+    )
+)
 _COMPLETE = (
     update(Enrollment)
     .where(*_STILL_ON_LESSON)
@@ -451,7 +510,7 @@ def record_sent(
     job: Job,
     owner: str,
     now: datetime,
-    delays: dict[tuple[int, int], int],
+    plan: LessonPlan,
 ) -> None:
     """Mark the delivery sent and, for a lesson, set when the next one is due: one commit."""
     with conn.begin():
@@ -460,7 +519,7 @@ def record_sent(
             return
         position = job.delivery.position
         where = {"e_id": job.enrollment.id, "e_pos": position}
-        next_delay = delays.get((job.enrollment.version_id, position + 1))
+        next_delay = plan.delays.get((job.enrollment.version_id, position + 1))
         if next_delay is None:
             conn.execute(_COMPLETE, {**where, "e_now": now})
             return
@@ -471,7 +530,13 @@ def record_sent(
             send_hour=job.subscriber.send_hour,
             day_seconds=settings.day_seconds,
         )
-        conn.execute(_ADVANCE, {**where, "e_next": position + 1, "e_due": due})
+        jump = job.aftercare_from
+        if jump is not None and jump > position + 1:
+            conn.execute(
+                _ADVANCE_OR_JUMP, {**where, "e_next": position + 1, "e_jump": jump, "e_due": due}
+            )
+        else:
+            conn.execute(_ADVANCE, {**where, "e_next": position + 1, "e_due": due})
 
 
 def record_bounce(engine: Engine, job: Job, owner: str, now: datetime, exc: SendError) -> None:

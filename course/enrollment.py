@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import delete, func, update
+from sqlalchemy import and_, case, delete, func, update
 from sqlmodel import Session, select
 
 from course.clock import Clock, as_utc
@@ -275,3 +275,48 @@ def erase(session: Session, email: str) -> bool:
     session.execute(delete(Enrollment).where(Enrollment.subscriber_id == subscriber.id))
     session.delete(subscriber)
     return True
+
+
+def start_aftercare(session: Session, clock: Clock, enrollment_id: int) -> Enrollment:
+    """The reader says treatment has started: from the next lesson on, send only aftercare.
+
+    A lesson already in flight still goes out; sending it then moves on to aftercare (see
+    delivery.record_sent), so the switch holds whenever it is clicked. Clicking twice is harmless.
+    """
+    enrollment = session.get(Enrollment, enrollment_id)
+    if enrollment is None:
+        raise TokenInvalid("This link is no longer valid. The course may have been deleted.")
+    if enrollment.status != EnrollmentStatus.ACTIVE or enrollment.started_treatment_at:
+        return enrollment
+    start = session.exec(
+        select(func.min(Lesson.position)).where(
+            Lesson.version_id == enrollment.version_id, Lesson.module == "aftercare"
+        )
+    ).one()
+    if start is None:
+        raise InvalidInput("This course has no lessons about recovery to move on to.")
+    # One statement, so it cannot interleave with a worker claiming or finishing a lesson: an
+    # idle enrollment jumps now; one with a lesson in flight jumps when that lesson is recorded.
+    session.execute(
+        update(Enrollment)
+        .where(
+            Enrollment.id == enrollment_id,
+            Enrollment.status == EnrollmentStatus.ACTIVE,
+            Enrollment.started_treatment_at.is_(None),  # type: ignore[union-attr]
+        )
+        .values(
+            started_treatment_at=clock.now(),
+            next_position=case(
+                (
+                    and_(
+                        Enrollment.next_due_at.is_not(None),  # type: ignore[union-attr]
+                        Enrollment.next_position < start,
+                    ),
+                    start,
+                ),
+                else_=Enrollment.next_position,
+            ),
+        )
+    )
+    session.refresh(enrollment)
+    return enrollment

@@ -99,6 +99,9 @@ class Enrollment(SQLModel, table=True):
     created_at: datetime = _ts(nullable=False)
     confirmed_at: datetime | None = _ts()
     ended_at: datetime | None = _ts()
+    # Set by the reader's "my loved one has started treatment" link: from then on only the
+    # aftercare module is sent.
+    started_treatment_at: datetime | None = _ts()
 
 
 class Delivery(SQLModel, table=True):

@@ -47,7 +47,9 @@ def cmd_lessons_check(args: argparse.Namespace) -> int:
     failed = False
     for path in args.paths:
         try:
-            sequence, reports = check(Path(path), _layout(settings))
+            sequence, reports = check(
+                Path(path), _layout(settings), settings.lessons_dir / "_language"
+            )
         except LessonInvalid as exc:
             failed = True
             for problem in exc.problems:
@@ -57,18 +59,22 @@ def cmd_lessons_check(args: argparse.Namespace) -> int:
         rows = []
         for report in reports:
             day += report.lesson.delay_days
-            words = max(len(s.text.split()) for s in report.samples)
             rows.append(
                 [
                     report.lesson.path.name,
                     report.lesson.subject,
                     str(day),
-                    str(words),
-                    "; ".join(report.problems),
+                    f"{report.grade:.1f}",
+                    str(report.words),
+                    "; ".join(report.warnings),
                 ]
             )
-        print(f"{sequence.slug}: {sequence.title} ({len(reports)} lessons)")
-        print_table(rows, ["lesson", "subject", "day", "words", "warnings"])
+        hardest = max(r.grade for r in reports)
+        print(
+            f"{sequence.slug}: {sequence.title} ({len(reports)} lessons; hardest reading grade "
+            f"{hardest:.1f}, limit {sequence.max_grade:g})"
+        )
+        print_table(rows, ["lesson", "subject", "day", "grade", "words", "warnings"])
         print()
     if failed:
         print("Not valid: fix the lines above and run the check again.", file=sys.stderr)
@@ -87,7 +93,7 @@ def cmd_lessons_publish(args: argparse.Namespace) -> int:
     status = 0
     for path in args.paths:
         try:
-            sequence, _ = check(Path(path), _layout(settings))
+            sequence, _ = check(Path(path), _layout(settings), settings.lessons_dir / "_language")
         except LessonInvalid as exc:
             for problem in exc.problems:
                 print(problem, file=sys.stderr)
@@ -216,7 +222,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     upgrade(settings.database_url)
     for folder in sorted(p.parent for p in settings.lessons_dir.glob("*/sequence.toml")):
         try:
-            sequence, _ = check(folder, _layout(settings))
+            sequence, _ = check(folder, _layout(settings), settings.lessons_dir / "_language")
         except LessonInvalid as exc:
             print(f"Skipping {folder.name}: it does not pass the check:", *exc.problems, sep="\n  ")
             continue

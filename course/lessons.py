@@ -7,19 +7,21 @@ sequence in one pass. Nothing is written unless the whole sequence is valid.
 from __future__ import annotations
 
 import hashlib
+import html
 import itertools
 import re
 import tomllib
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import TemplateError, TemplateSyntaxError, meta, nodes
+from jinja2 import TemplateSyntaxError, meta, nodes
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from course import readability, wording
 from course.clock import Clock
 from course.errors import LessonInvalid, UnknownSequence
 from course.models import Lesson, SequenceVersion
@@ -33,14 +35,23 @@ from course.render import (
     RenderedEmail,
     _lesson_env,
     compile_lesson,
+    markdown_to_text,
     render_email,
+    render_template,
 )
+from course.settings import PROJECT_ROOT
+
+DEFAULT_LANGUAGE_DIR = PROJECT_ROOT / "lessons" / "_language"
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 FILE_RE = re.compile(r"^(\d{2,3})-([a-z0-9][a-z0-9-]*)\.md$")
 LOCALES = ("en", "es")
 MODULES = ("recognize", "act", "aftercare")
 MAX_SUBJECT = 70
+# Flesch-Kincaid grade of a lesson's plain text; a sequence may set a lower `max_grade`.
+MAX_GRADE = 8.0
+AIM_GRADE = 7.0
+LONG_LESSON_WORDS = 700
 FRONT_MATTER_FIELDS = {"key", "subject", "preheader", "delay_days", "module", "sources"}
 
 
@@ -79,6 +90,7 @@ class SequenceSpec:
     sender_name: str
     lessons: list[LessonSpec]
     content_hash: str
+    max_grade: float = MAX_GRADE
 
 
 def split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], str, int]:
@@ -246,6 +258,18 @@ def load_sequence(path: Path) -> SequenceSpec:
     if any(ch in sender for ch in '\r\n<>"') or len(sender) > 80:
         problems.append(f"{meta_path}:1: sender_name must be one short line without < > or quotes")
 
+    max_grade = info.get("max_grade", MAX_GRADE)
+    if (
+        not isinstance(max_grade, int | float)
+        or isinstance(max_grade, bool)
+        or not 0 < max_grade <= MAX_GRADE
+    ):
+        problems.append(
+            f"{meta_path}:{_field_line(meta_path.read_text(encoding='utf-8'), 'max_grade')}: "
+            f"max_grade must be a number above 0 and at most {MAX_GRADE:g}"
+        )
+        max_grade = MAX_GRADE
+
     lessons: list[LessonSpec] = []
     files = sorted(p for p in path.glob("*.md") if not p.name.startswith("_"))
     if not files:
@@ -281,6 +305,7 @@ def load_sequence(path: Path) -> SequenceSpec:
         sender_name=sender.strip(),
         lessons=lessons,
         content_hash=digest.hexdigest(),
+        max_grade=float(max_grade),
     )
 
 
@@ -300,25 +325,31 @@ SAMPLE_LINKS = Links(
 )
 
 
+NO_STAGE_LINKS = replace(SAMPLE_LINKS, stage_url=None)
+
+
 @dataclass
 class LessonReport:
     lesson: LessonSpec
     samples: list[RenderedEmail]
     problems: list[str]
+    warnings: list[str] = field(default_factory=list)
+    grade: float = 0.0  # the hardest persona variant's Flesch-Kincaid grade
+    words: int = 0  # the longest persona variant's body
 
 
 def render_all(sequence: SequenceSpec, layout: Layout) -> list[LessonReport]:
     """Render each lesson for every persona; a runtime error is reported with its line."""
     reports = []
     for lesson in sequence.lessons:
+        # Only lessons before aftercare carry the "my loved one has started treatment" link.
+        links = SAMPLE_LINKS if lesson.module in ("recognize", "act") else NO_STAGE_LINKS
         samples: list[RenderedEmail] = []
         problems: list[str] = []
         for persona in personas():
             try:
-                samples.append(
-                    render_email(lesson.content(sequence), persona, SAMPLE_LINKS, layout)
-                )
-            except TemplateError as exc:
+                samples.append(render_email(lesson.content(sequence), persona, links, layout))
+            except Exception as exc:  # a template can fail in any way at run time
                 line = _template_line(exc, lesson)
                 problems.append(f"{lesson.path}:{line}: fails to render for {persona}: {exc}")
                 break
@@ -333,14 +364,133 @@ def _template_line(exc: BaseException, lesson: LessonSpec) -> int:
     return lesson.body_line
 
 
-def check(path: Path, layout: Layout) -> tuple[SequenceSpec, list[LessonReport]]:
-    """Everything `course lessons check` verifies; raises LessonInvalid listing every problem."""
+def check(
+    path: Path, layout: Layout, language_dir: Path | None = None
+) -> tuple[SequenceSpec, list[LessonReport]]:
+    """Everything `course lessons check` verifies; raises LessonInvalid listing every problem.
+
+    `language_dir` holds the lists of words to avoid (default: `_language` next to `_layout`).
+    """
     sequence = load_sequence(path)
+    avoid = wording.load_avoid_list(
+        wording.list_path(language_dir or DEFAULT_LANGUAGE_DIR, sequence.locale)
+    )
     reports = render_all(sequence, layout)
+    for report in reports:
+        if not report.problems:
+            review(report, sequence, avoid)
     problems = [p for r in reports for p in r.problems]
     if problems:
         raise LessonInvalid(problems)
     return sequence, reports
+
+
+# Link shorteners hide where a link goes; spam filters and wary readers distrust them.
+SHORTENERS = frozenset(
+    [
+        "bit.ly",
+        "tinyurl.com",
+        "t.co",
+        "goo.gl",
+        "ow.ly",
+        "is.gd",
+        "buff.ly",
+        "rebrand.ly",
+        "cutt.ly",
+        "shorturl.at",
+        "tiny.cc",
+        "t.ly",
+        "rb.gy",
+        "lnkd.in",
+        "s.id",
+        "bl.ink",
+    ]
+)
+_HREF = re.compile(r'href="([^"]*)"')
+_SCHEMES_OK = ("https://", "mailto:", "tel:")
+# What every email must show, whatever a layout edit does: the crisis footer and a way out.
+REQUIRED = {
+    "911": "the crisis footer (911)",
+    "988": "the crisis footer (988 Suicide & Crisis Lifeline)",
+    "1-800-662-4357": "the crisis footer (SAMHSA National Helpline)",
+    SAMPLE_LINKS.base_url + "/crisis": "the link to the crisis page",
+    SAMPLE_LINKS.unsubscribe_url: "the unsubscribe link",
+}
+
+
+def review(report: LessonReport, sequence: SequenceSpec, avoid: tuple[wording.Avoid, ...]) -> None:
+    """The quality rules on a lesson that renders: words, reading grade, footer, links."""
+    lesson = report.lesson
+    source_text = lesson.path.read_text(encoding="utf-8")
+    for finding in wording.find(_searchable(source_text, lesson.body_line), avoid):
+        report.problems.append(
+            f"{lesson.path}:{finding.line}: {finding.found!r} labels or shames people; "
+            f"say {finding.instead!r} (or mark it as a quotation)"
+        )
+
+    grades, words = [], []
+    for persona in personas():
+        text = markdown_to_text(render_template(lesson.body, persona.as_context()))
+        grades.append(readability.grade(text, sequence.locale))
+        words.append(readability.word_count(text))
+    report.grade, report.words = max(grades), max(words)
+    if report.grade > sequence.max_grade:
+        report.problems.append(
+            f"{lesson.path}:{lesson.body_line}: reading grade {report.grade:.1f} is above "
+            f"{sequence.max_grade:g}; use shorter sentences and everyday words"
+        )
+    elif report.grade > AIM_GRADE:
+        report.warnings.append(f"grade {report.grade:.1f}: aim for {AIM_GRADE:g} or lower")
+    if report.words > LONG_LESSON_WORDS:
+        report.warnings.append(f"{report.words} words: long to read on a phone")
+
+    report.problems.extend(_email_problems(report, source_text))
+
+
+def _searchable(source_text: str, body_line: int) -> str:
+    """The words a reader sees: subject, preheader and body. Source titles (official names such
+    as the Substance Abuse and Mental Health Services Administration) are left out."""
+    lines = source_text.split("\n")
+    keep = ("subject:", "preheader:")
+    return "\n".join(
+        line if number >= body_line - 1 or line.startswith(keep) else ""
+        for number, line in enumerate(lines)
+    )
+
+
+def _email_problems(report: LessonReport, source_text: str) -> list[str]:
+    lesson = report.lesson
+    problems: list[str] = []
+    for sample in report.samples:
+        for needle, what in REQUIRED.items():
+            for part, content in (("HTML", sample.html), ("text", sample.text)):
+                if needle not in content:
+                    problems.append(f"{lesson.path}:1: the {part} part is missing {what}")
+        for source in lesson.sources:
+            title = source["title"]
+            if title not in html.unescape(sample.html) or title not in sample.text:
+                problems.append(f"{lesson.path}:1: the email does not show the source {title!r}")
+        links = set(_HREF.findall(sample.html)) | set(re.findall(r"http://\S+", sample.text))
+        for link in sorted(links):
+            host = re.sub(r"^[a-z]+://", "", link).split("/")[0].lower()
+            if not link.startswith(_SCHEMES_OK):
+                problems.append(
+                    f"{lesson.path}:{_line_of(source_text, link)}: link {link!r} must start "
+                    "with https://"
+                )
+            elif host in SHORTENERS or host.removeprefix("www.") in SHORTENERS:
+                problems.append(
+                    f"{lesson.path}:{_line_of(source_text, link)}: link {link!r} uses a link "
+                    "shortener; give the full address"
+                )
+        if problems:
+            break  # one persona is enough to show a layout or link problem
+    return list(dict.fromkeys(problems))
+
+
+def _line_of(text: str, needle: str) -> int:
+    index = text.find(needle)
+    return text.count("\n", 0, index) + 1 if index >= 0 else 1
 
 
 def publish(session: Session, sequence: SequenceSpec, clock: Clock) -> tuple[SequenceVersion, bool]:

@@ -153,6 +153,24 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deliveries(args: argparse.Namespace) -> int:
+    from course import failures
+    from course.db import engine_for
+
+    engine = engine_for(_settings().database_url)
+    if args.action == "retry":
+        count = failures.retry_failed(engine)
+        print(f"{count} failed deliveries are back in the queue; the next tick sends them.")
+        return 0
+    reasons = failures.failed_reasons(engine)
+    if not reasons:
+        print("No failed deliveries are waiting.")
+        return 0
+    print_table([[str(n), reason] for reason, n in reasons], ["failed", "last error"])
+    print("\nFix the cause, then run: course deliveries retry")
+    return 0
+
+
 def cmd_subscriber(args: argparse.Namespace) -> int:
     from course import enrollment as verbs
     from course.db import engine_for, session_scope
@@ -302,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("stats", help="enrollments and deliveries by status").set_defaults(
         func=cmd_stats
     )
+
+    deliveries = sub.add_parser(
+        "deliveries", help="deliveries that gave up after repeated errors: list or retry"
+    )
+    deliveries.add_argument("action", choices=["failed", "retry"])
+    deliveries.set_defaults(func=cmd_deliveries)
 
     subscriber = sub.add_parser("subscriber", help="a person's data: export or erase")
     subscriber.add_argument("action", choices=["export", "erase"])

@@ -49,10 +49,13 @@ class EnrollRequest:
         email = _email(data.get("email"))
         first_name = str(data.get("first_name") or "").strip()
         if len(first_name) > 40:
-            raise InvalidInput("Please keep the first name to 40 characters or fewer.")
+            raise InvalidInput(
+                "Please keep the first name to 40 characters or fewer.", "name_too_long"
+            )
         if first_name and not NAME_RE.match(first_name):
             raise InvalidInput(
-                "A first name can have letters, spaces, dots, apostrophes and dashes only."
+                "A first name can have letters, spaces, dots, apostrophes and dashes only.",
+                "name_chars",
             )
         tz = str(data.get("time_zone") or "").strip() or "UTC"
         hour_raw = data.get("send_hour")
@@ -62,9 +65,11 @@ class EnrollRequest:
             try:
                 hour = int(str(hour_raw).split(":")[0])
             except ValueError:
-                raise InvalidInput("The send hour must be a whole hour from 0 to 23.") from None
+                raise InvalidInput(
+                    "The send hour must be a whole hour from 0 to 23.", "send_hour"
+                ) from None
             if not 0 <= hour <= 23:
-                raise InvalidInput("The send hour must be a whole hour from 0 to 23.")
+                raise InvalidInput("The send hour must be a whole hour from 0 to 23.", "send_hour")
         relationship = _choice(data.get("relationship"), "relationship", "other")
         substance = _choice(data.get("substance"), "substance", "opioids")
         sequence = str(data.get("sequence") or default_sequence).strip()
@@ -81,20 +86,22 @@ class EnrollRequest:
 
 def _email(raw: Any) -> str:
     if not isinstance(raw, str) or not raw.strip():
-        raise InvalidInput("Please enter your email address.")
+        raise InvalidInput("Please enter your email address.", "email_missing")
     if len(raw) > 254 or "\n" in raw or "\r" in raw:
-        raise InvalidInput("That email address does not look right.")
+        raise InvalidInput("That email address does not look right.", "email_invalid")
     try:
         result = validate_email(raw.strip(), check_deliverability=False)
     except EmailNotValidError as exc:
-        raise InvalidInput(f"That email address does not look right: {exc}") from exc
+        raise InvalidInput(
+            f"That email address does not look right: {exc}", "email_invalid"
+        ) from exc
     return result.normalized.lower()
 
 
 def _choice(raw: Any, name: str, default: str) -> str:
     value = str(raw or "").strip() or default
     if value not in PERSONA_VALUES[name]:
-        raise InvalidInput(f"Unknown {name} {value!r}.")
+        raise InvalidInput(f"Unknown {name} {value!r}.", "choice")
     return value
 
 
@@ -175,7 +182,9 @@ def confirm(session: Session, settings: Settings, clock: Clock, enrollment_id: i
     """Activate a pending enrollment; its first lesson becomes due. Clicking twice is harmless."""
     enrollment = session.get(Enrollment, enrollment_id)
     if enrollment is None:
-        raise TokenInvalid("This link is no longer valid. You can sign up again on our home page.")
+        raise TokenInvalid(
+            "This link is no longer valid. You can sign up again on our home page.", "link_gone"
+        )
     if enrollment.status != EnrollmentStatus.PENDING:
         return enrollment
     subscriber = session.get(Subscriber, enrollment.subscriber_id)
@@ -249,6 +258,7 @@ def export(session: Session, email: str) -> dict[str, Any] | None:
                 "status": e.status,
                 "confirmed_at": iso(e.confirmed_at),
                 "next_lesson": e.next_position,
+                "told_us_treatment_started_at": iso(e.started_treatment_at),
                 "emails": [
                     {
                         "kind": d.kind,
@@ -285,7 +295,9 @@ def start_aftercare(session: Session, clock: Clock, enrollment_id: int) -> Enrol
     """
     enrollment = session.get(Enrollment, enrollment_id)
     if enrollment is None:
-        raise TokenInvalid("This link is no longer valid. The course may have been deleted.")
+        raise TokenInvalid(
+            "This link is no longer valid. The course may have been deleted.", "link_gone"
+        )
     if enrollment.status != EnrollmentStatus.ACTIVE or enrollment.started_treatment_at:
         return enrollment
     start = session.exec(
@@ -294,7 +306,9 @@ def start_aftercare(session: Session, clock: Clock, enrollment_id: int) -> Enrol
         )
     ).one()
     if start is None:
-        raise InvalidInput("This course has no lessons about recovery to move on to.")
+        raise InvalidInput(
+            "This course has no lessons about recovery to move on to.", "no_aftercare"
+        )
     # One statement, so it cannot interleave with a worker claiming or finishing a lesson: an
     # idle enrollment jumps now; one with a lesson in flight jumps when that lesson is recorded.
     session.execute(

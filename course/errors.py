@@ -5,10 +5,13 @@ class CourseError(Exception):
     """Base of every error a person can be told about."""
 
     status_code = 400
+    # A stable name for the message, so the web pages can say it in the reader's language.
+    default_code = ""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, code: str = "") -> None:
         super().__init__(message)
         self.message = message
+        self.code = code or self.default_code
 
 
 class InvalidInput(CourseError):
@@ -17,14 +20,17 @@ class InvalidInput(CourseError):
 
 class UnknownSequence(CourseError):
     status_code = 404
+    default_code = "unknown_course"
 
 
 class TokenInvalid(CourseError):
     status_code = 400
+    default_code = "link_invalid"
 
 
 class TokenExpired(TokenInvalid):
     status_code = 410
+    default_code = "link_expired"
 
 
 class LessonInvalid(CourseError):

@@ -16,7 +16,9 @@ def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise InvalidInput(f"Unknown time zone {name!r}. Use a name like America/Chicago.") from exc
+        raise InvalidInput(
+            f"Unknown time zone {name!r}. Use a name like America/Chicago.", "time_zone"
+        ) from exc
 
 
 def local_wall_time_to_utc(day: date, hour: int, tz: ZoneInfo) -> datetime:
@@ -62,7 +64,9 @@ def next_due(
 def valid_time_zone(name: str) -> str:
     name = name.strip()
     if name not in _zones():
-        raise InvalidInput(f"Unknown time zone {name!r}. Use a name like America/Chicago.")
+        raise InvalidInput(
+            f"Unknown time zone {name!r}. Use a name like America/Chicago.", "time_zone"
+        )
     return name
 
 

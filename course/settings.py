@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     day_seconds: float = 86400
     lessons_dir: Path = PROJECT_ROOT / "lessons"
     default_sequence: str = "family-guide"
+    # The course the sign-up page offers in each language (when it is published).
+    sequences: dict[str, str] = {"en": "family-guide", "es": "family-guide-es"}
     dev: bool = False
     dev_mailbox: Path = PROJECT_ROOT / ".dev" / "mailbox"
 

@@ -13,25 +13,24 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import text
+from sqlalchemy import select, text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from course import enrollment as verbs
 from course.clock import Clock, SystemClock
 from course.db import engine_for, session_scope
-from course.errors import CourseError, InvalidInput
-from course.lessons import published
+from course.errors import CourseError, InvalidInput, TokenInvalid
+from course.lessons import latest_version, published
+from course.models import Enrollment, EnrollmentStatus, SequenceVersion
 from course.queue import enqueue_sends, kick_tick
 from course.settings import Settings, get_settings
 from course.tokens import Purpose, make_token, read_token
+from course.web import i18n
 
 log = logging.getLogger(__name__)
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
-ENROLL_MESSAGE = (
-    "Thank you. If this address can receive our emails, a message with a confirmation link is "
-    "on its way. Please check your inbox (and your spam folder)."
-)
+ENROLL_MESSAGE = i18n.catalog("en")["check_email.message"]
 
 
 def wants_json(request: Request) -> bool:
@@ -42,11 +41,45 @@ def wants_json(request: Request) -> bool:
     )
 
 
-def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    settings: Settings = request.app.state.settings
-    return TEMPLATES.TemplateResponse(
-        request, name, {"dev": settings.dev, **context}, status_code=status
+def page_locale(request: Request, course_locale: str | None = None) -> str:
+    return i18n.pick(
+        request.query_params.get("lang"), course_locale, request.headers.get("accept-language")
     )
+
+
+def page(
+    request: Request,
+    name: str,
+    status: int = 200,
+    locale: str | None = None,
+    **context: Any,
+) -> HTMLResponse:
+    """Render a page in the reader's language (`locale` is their course's, when known)."""
+    settings: Settings = request.app.state.settings
+    lang = page_locale(request, locale)
+    other = "es" if lang == "en" else "en"
+    return TEMPLATES.TemplateResponse(
+        request,
+        name,
+        {
+            "dev": settings.dev,
+            "lang": lang,
+            "t": i18n.translator(lang),
+            "switch_url": f"{request.url.path}?lang={other}",
+            **context,
+        },
+        status_code=status,
+    )
+
+
+def course_locale(engine: Any, enrollment_id: int) -> str | None:
+    """The language of the course an enrollment belongs to, for the pages its links open."""
+    with engine.connect() as conn:
+        return conn.execute(
+            select(SequenceVersion.locale)
+            .join(Enrollment, Enrollment.version_id == SequenceVersion.id)  # type: ignore[arg-type]
+            .where(Enrollment.id == enrollment_id)
+        ).scalar()
 
 
 def create_app(
@@ -68,31 +101,43 @@ def create_app(
     @app.exception_handler(CourseError)
     async def course_error(request: Request, exc: CourseError) -> Response:
         if wants_json(request):
-            return JSONResponse({"error": exc.message}, status_code=exc.status_code)
-        return page(request, "error.html", exc.status_code, message=exc.message)
+            body = {"error": exc.message, **({"code": exc.code} if exc.code else {})}
+            return JSONResponse(body, status_code=exc.status_code)
+        return page(request, "error.html", exc.status_code, message=say(request, exc))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        return await course_error(
-            request, InvalidInput("Some of the information sent was not understood.")
-        )
+        english = i18n.catalog("en")["errors.not_understood"]
+        return await course_error(request, InvalidInput(english, "not_understood"))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        message = {
-            404: "We could not find that page.",
-            405: "That action is not available here.",
-        }.get(exc.status_code, str(exc.detail))
-        error = CourseError(message)
+        code = {404: "not_found", 405: "not_allowed"}.get(exc.status_code, "")
+        message = i18n.catalog("en")[f"errors.{code}"] if code else str(exc.detail)
+        error = CourseError(message, code)
         error.status_code = exc.status_code
         return await course_error(request, error)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s", request.url.path)
-        error = CourseError("Something went wrong on our side. Please try again in a few minutes.")
+        error = CourseError(i18n.catalog("en")["errors.server"], "server")
         error.status_code = 500
         return await course_error(request, error)
+
+    def offered() -> dict[str, tuple[SequenceVersion, int]]:
+        """locale -> (newest version, lesson count) of each course the sign-up page offers."""
+        with session_scope(engine) as session:
+            courses = {v.slug: (v, n) for v, n in published(session)}
+        chosen = {
+            locale: courses[slug]
+            for locale, slug in settings.sequences.items()
+            if slug in courses and courses[slug][0].locale == locale
+        }
+        default = courses.get(settings.default_sequence)
+        if default and default[0].locale not in chosen:
+            chosen[default[0].locale] = default
+        return chosen
 
     def signup_page(
         request: Request,
@@ -100,18 +145,32 @@ def create_app(
         error: str | None = None,
         values: dict[str, Any] | None = None,
     ) -> HTMLResponse:
-        with session_scope(engine) as session:
-            courses = {v.slug: (v, n) for v, n in published(session)}
-        course = courses.get(settings.default_sequence)
+        values = values or {}
+        courses = offered()
+        # The form says which language it was shown in, so an error comes back in the same one.
+        lang = page_locale(request, str(values.get("lang") or "") or None)
+        picked = str(values.get("sequence") or "")
+        course = next((c for c in courses.values() if c[0].slug == picked), None)
+        course = course or courses.get(lang) or courses.get(i18n.DEFAULT)
         return page(
             request,
             "signup.html",
             status,
+            locale=lang,
             error=error,
-            values=values or {},
+            values=values,
+            courses=[(locale, v.slug) for locale, (v, _) in sorted(courses.items())],
             course=course[0] if course else None,
             lesson_count=course[1] if course else 0,
         )
+
+    def say(request: Request, exc: CourseError, locale: str | None = None) -> str:
+        """The error in the page's language; English keeps the detailed original."""
+        lang = page_locale(request, locale)
+        key = f"errors.{exc.code}"
+        if lang == i18n.DEFAULT or key not in i18n.catalog(lang):
+            return exc.message
+        return i18n.catalog(lang)[key]
 
     @app.get("/", response_class=HTMLResponse)
     def home(request: Request) -> HTMLResponse:
@@ -121,18 +180,22 @@ def create_app(
     async def enroll(request: Request) -> Response:
         data = await read_body(request, settings.max_body_bytes)
         as_json = wants_json(request)
+        if not data.get("sequence") and data.get("locale") in settings.sequences:
+            data["sequence"] = settings.sequences[str(data["locale"])]
         try:
             req = verbs.EnrollRequest.parse(data, settings.default_sequence)
             with session_scope(engine) as session:
                 ids = verbs.enroll(session, settings, clock, req)
+                locale = latest_version(session, req.sequence).locale
         except InvalidInput as exc:
             if as_json:
                 raise
-            return signup_page(request, exc.status_code, error=exc.message, values=data)
+            lang = page_locale(request, str(data.get("lang") or "") or None)
+            return signup_page(request, exc.status_code, error=say(request, exc, lang), values=data)
         enqueue([ids])  # after commit: the worker must find the row
         if as_json:
             return JSONResponse({"status": "ok", "message": ENROLL_MESSAGE}, status_code=202)
-        return page(request, "check_email.html", 200, message=ENROLL_MESSAGE)
+        return page(request, "check_email.html", 200, locale=locale)
 
     @app.get("/confirm/{token}", response_class=HTMLResponse)
     def confirm(request: Request, token: str) -> HTMLResponse:
@@ -147,22 +210,54 @@ def create_app(
             settings.secret_key, Purpose.UNSUBSCRIBE, enrollment_id, clock
         )
         return page(
-            request, "confirmed.html", status=200, state=status, unsubscribe_token=unsubscribe_token
+            request,
+            "confirmed.html",
+            locale=course_locale(engine, enrollment_id),
+            state=status,
+            unsubscribe_token=unsubscribe_token,
         )
 
     @app.get("/unsubscribe/{token}", response_class=HTMLResponse)
     def unsubscribe_page(request: Request, token: str) -> HTMLResponse:
-        read_token(settings.secret_key, Purpose.UNSUBSCRIBE, token, clock=clock)
-        return page(request, "unsubscribe.html", token=token, done=False)
+        enrollment_id = read_token(settings.secret_key, Purpose.UNSUBSCRIBE, token, clock=clock)
+        locale = course_locale(engine, enrollment_id)
+        return page(request, "unsubscribe.html", locale=locale, token=token, done=False)
 
     @app.post("/unsubscribe/{token}")
     def unsubscribe(request: Request, token: str) -> Response:
         # RFC 8058: the one-click POST carries no cookies and must not redirect, so the signed
         # token alone authorizes it; there is no CSRF check to pass.
         enrollment_id = read_token(settings.secret_key, Purpose.UNSUBSCRIBE, token, clock=clock)
+        locale = course_locale(engine, enrollment_id)
         with session_scope(engine) as session:
             verbs.unsubscribe(session, clock, enrollment_id)
-        return page(request, "unsubscribe.html", token=token, done=True)
+        return page(request, "unsubscribe.html", locale=locale, token=token, done=True)
+
+    @app.get("/stage/{token}", response_class=HTMLResponse)
+    def stage_page(request: Request, token: str) -> HTMLResponse:
+        """Asks first: a link preview or a mail scanner following the link changes nothing."""
+        enrollment_id = read_token(settings.secret_key, Purpose.STAGE, token, clock=clock)
+        with session_scope(engine) as session:
+            enrollment = session.get(Enrollment, enrollment_id)
+            state = _stage_state(enrollment, asked=False)
+        return page(
+            request,
+            "stage.html",
+            locale=course_locale(engine, enrollment_id),
+            token=token,
+            state=state,
+        )
+
+    @app.post("/stage/{token}", response_class=HTMLResponse)
+    def stage(request: Request, token: str) -> HTMLResponse:
+        enrollment_id = read_token(settings.secret_key, Purpose.STAGE, token, clock=clock)
+        locale = course_locale(engine, enrollment_id)
+        with session_scope(engine) as session:
+            before = session.get(Enrollment, enrollment_id)
+            already = before is not None and before.started_treatment_at is not None
+            enrollment = verbs.start_aftercare(session, clock, enrollment_id)
+            state = "already" if already else _stage_state(enrollment, asked=True)
+        return page(request, "stage.html", locale=locale, token=token, state=state)
 
     @app.get("/crisis", response_class=HTMLResponse)
     def crisis(request: Request) -> HTMLResponse:
@@ -199,6 +294,16 @@ def create_app(
     return app
 
 
+def _stage_state(enrollment: Enrollment | None, asked: bool) -> str:
+    if enrollment is None:
+        raise TokenInvalid("This link is no longer valid.", "link_gone")
+    if enrollment.status != EnrollmentStatus.ACTIVE:
+        return "inactive"
+    if enrollment.started_treatment_at is not None:
+        return "done" if asked else "already"
+    return "ask"
+
+
 async def read_body(request: Request, limit: int) -> dict[str, Any]:
     """Form or JSON fields, refusing bodies over `limit` bytes before reading them whole."""
     declared = request.headers.get("content-length")
@@ -224,7 +329,7 @@ async def read_body(request: Request, limit: int) -> dict[str, Any]:
 
 
 def _too_large() -> CourseError:
-    error = CourseError("That is more information than this form accepts.")
+    error = CourseError(i18n.catalog("en")["errors.too_large"], "too_large")
     error.status_code = 413
     return error
 

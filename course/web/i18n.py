@@ -1,0 +1,64 @@
+"""The language of a page: English or Spanish, from the link, the reader's course, or the browser.
+
+Words live in `locales/<locale>.toml`, one table per page. They are written by us, never by
+readers, so they may hold simple HTML and are marked safe for the templates.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+
+from markupsafe import Markup
+
+LOCALES = ("en", "es")
+DEFAULT = "en"
+_DIR = Path(__file__).parent / "locales"
+
+
+@lru_cache(maxsize=len(LOCALES))
+def catalog(locale: str) -> dict[str, str]:
+    """Flat `table.key -> text` for a locale."""
+    data = tomllib.loads((_DIR / f"{locale}.toml").read_text(encoding="utf-8"))
+    return {f"{table}.{key}": text for table, keys in data.items() for key, text in keys.items()}
+
+
+def translator(locale: str) -> Callable[..., Markup]:
+    words = catalog(locale if locale in LOCALES else DEFAULT)
+
+    def t(key: str, **values: object) -> Markup:
+        text = words[key]
+        # Values filled in (a count, a link) are escaped; the catalog text itself is trusted.
+        return Markup(text).format(**values) if values else Markup(text)
+
+    return t
+
+
+def from_accept_language(header: str | None) -> str | None:
+    """The first language we have among the browser's, by preference (RFC 9110 q-values)."""
+    choices: list[tuple[float, int, str]] = []
+    for index, part in enumerate((header or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        primary = tag.strip().lower().split("-")[0]
+        if primary in LOCALES and quality > 0:
+            choices.append((-quality, index, primary))
+    return min(choices)[2] if choices else None
+
+
+def pick(query: str | None, course_locale: str | None, accept_language: str | None) -> str:
+    """An explicit ?lang= wins, then the language of the reader's course, then the browser's."""
+    if query in LOCALES:
+        return query  # type: ignore[return-value]
+    if course_locale in LOCALES:
+        return course_locale  # type: ignore[return-value]
+    return from_accept_language(accept_language) or DEFAULT

@@ -1,0 +1,173 @@
+"""Pages in the reader's language, and the "my loved one has started treatment" page: what a
+Spanish-speaking parent sees from sign-up to the aftercare switch, through the real routes."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import select
+
+from course.db import engine_for, session_scope
+from course.lessons import load_sequence, publish
+from course.models import Delivery, Enrollment
+from course.settings import PROJECT_ROOT
+from course.web import i18n
+from tests.conftest import confirm_link, unsubscribe_link
+
+SPANISH = {"Accept-Language": "es-MX,es;q=0.9,en;q=0.5"}
+ENGLISH = {"Accept-Language": "en-US,en;q=0.9"}
+
+
+@pytest.fixture
+def family_guides(settings, clock) -> None:
+    with session_scope(engine_for(settings.database_url)) as session:
+        for slug in ("family-guide", "family-guide-es"):
+            publish(session, load_sequence(PROJECT_ROOT / "lessons" / slug), clock)
+
+
+@pytest.fixture
+def client(settings, clock, family_guides, queued):
+    from course.web import create_app
+
+    app = create_app(settings, clock, enqueue=queued.extend, kick=lambda: None)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def selected_course(html: str) -> str:
+    return re.search(r'<option value="([\w-]+)" lang="\w+" selected>', html).group(1)
+
+
+def test_both_catalogs_have_the_same_words():
+    folder = Path(i18n.__file__).parent / "locales"
+    en, es = (tomllib.loads((folder / f"{n}.toml").read_text()) for n in ("en", "es"))
+    assert {t: set(k) for t, k in en.items()} == {t: set(k) for t, k in es.items()}
+    assert all(i18n.catalog("en")[k] != i18n.catalog("es")[k] for k in ("signup.submit",))
+
+
+def test_a_spanish_browser_gets_the_spanish_page_and_course(client):
+    page = client.get("/", headers=SPANISH)
+    assert page.status_code == 200
+    assert '<html lang="es">' in page.text
+    assert "No está solo" in page.text and "16 lecciones cortas" in page.text
+    assert "llame al 911" in page.text
+    assert selected_course(page.text) == "family-guide-es"
+    assert 'href="/?lang=en"' in page.text  # a visible way back to English
+
+
+def test_an_english_browser_gets_english_and_lang_overrides_the_browser(client):
+    english = client.get("/", headers=ENGLISH)
+    assert '<html lang="en">' in english.text and "You are not alone" in english.text
+    assert selected_course(english.text) == "family-guide"
+    spanish = client.get("/?lang=es", headers=ENGLISH)
+    assert "No está solo" in spanish.text and selected_course(spanish.text) == "family-guide-es"
+    assert "You are not alone" in client.get("/?lang=en", headers=SPANISH).text
+
+
+def test_a_spanish_signup_is_spanish_from_confirmation_email_to_unsubscribe(client, smtp, deliver):
+    answer = client.post(
+        "/enroll",
+        data={"email": "madre@example.org", "sequence": "family-guide-es", "lang": "es"},
+        headers=ENGLISH,
+    )
+    assert answer.status_code == 200 and "revise su correo" in answer.text.lower()
+    deliver()
+    [confirmation] = smtp.to("madre@example.org")
+    assert confirmation["Subject"] == "Confirme su correo para Guía para la familia"
+    assert "911" in confirmation.get_body(("plain",)).get_content()
+    # The browser is English, but the pages her links open speak her course's language.
+    confirmed = client.get(confirm_link(confirmation), headers=ENGLISH)
+    assert "Su primera lección va en camino" in confirmed.text
+    deliver()
+    lesson = smtp.to("madre@example.org")[-1]
+    assert lesson["Subject"] == "No tiene que pasar por esto sin apoyo"
+    text = lesson.get_body(("plain",)).get_content()
+    assert "SI ALGUIEN CORRE PELIGRO AHORA MISMO" in text and "/crisis?lang=es" in text
+    link = unsubscribe_link(lesson)
+    assert "Dejar de recibir" in client.get(link, headers=ENGLISH).text
+    assert "Ya no está suscrito" in client.post(link, headers=ENGLISH).text
+
+
+def test_a_bad_address_is_explained_in_the_language_of_the_form(client, settings):
+    answer = client.post("/enroll", data={"email": "no-es-un-correo", "lang": "es"})
+    assert answer.status_code == 422
+    assert "no parece correcto" in answer.text and "No está solo" in answer.text
+    api = client.post("/enroll", json={"email": "nope"}, headers=SPANISH)
+    assert api.status_code == 422 and api.json()["code"] == "email_invalid"
+    with session_scope(engine_for(settings.database_url)) as session:
+        assert session.exec(select(Enrollment)).all() == []
+
+
+def test_error_pages_and_the_crisis_page_speak_spanish(client):
+    assert "No encontramos esa página" in client.get("/nowhere", headers=SPANISH).text
+    tampered = client.get("/stage/not-a-real-token", headers=SPANISH)
+    assert tampered.status_code == 400 and "no es válido" in tampered.text
+    crisis = client.get("/crisis?lang=es")
+    assert "Qué hacer en una sobredosis" in crisis.text and "naloxona" in crisis.text
+    assert "What to do in an overdose" in client.get("/crisis").text
+
+
+def stage_link(message) -> str:  # type: ignore[no-untyped-def]
+    text = message.get_body(("plain",)).get_content()
+    return re.search(r"https://homeward\.test(/stage/[\w.\-]+)", text).group(1)
+
+
+def signed_up(client, smtp, deliver, email: str, sequence: str = "family-guide"):  # type: ignore[no-untyped-def]
+    client.post("/enroll", data={"email": email, "sequence": sequence})
+    deliver()
+    client.get(confirm_link(smtp.to(email)[0]))
+    deliver()
+    return smtp.to(email)[-1]
+
+
+def next_lesson_position(settings) -> int:  # type: ignore[no-untyped-def]
+    with session_scope(engine_for(settings.database_url)) as session:
+        return session.exec(select(Enrollment.next_position)).one()
+
+
+def test_the_stage_link_asks_first_and_a_get_changes_nothing(client, settings, smtp, deliver):
+    welcome = signed_up(client, smtp, deliver, "dad@example.org")
+    link = stage_link(welcome)
+    for _ in range(2):  # link scanners and previews may open it more than once
+        page = client.get(link)
+        assert page.status_code == 200
+        assert "Has your loved one started treatment?" in page.text
+        assert f'<form method="post" action="{link}">' in page.text
+    assert next_lesson_position(settings) == 2
+
+
+def test_confirming_the_stage_switch_sends_aftercare_next(client, settings, clock, smtp, deliver):
+    welcome = signed_up(client, smtp, deliver, "dad@example.org")
+    done = client.post(stage_link(welcome))
+    assert done.status_code == 200 and "Thank you for telling us" in done.text
+    first_aftercare = next(
+        lesson.position
+        for lesson in load_sequence(PROJECT_ROOT / "lessons" / "family-guide").lessons
+        if lesson.module == "aftercare"
+    )
+    assert next_lesson_position(settings) == first_aftercare
+    again = client.post(stage_link(welcome))
+    assert "You have already told us" in again.text
+    clock.advance(days=5)
+    deliver()
+    lesson = smtp.to("dad@example.org")[-1]
+    assert lesson["Subject"] == "What early recovery can look like"
+    assert "/stage/" not in lesson.get_body(("plain",)).get_content()
+    with session_scope(engine_for(settings.database_url)) as session:
+        sent = session.exec(select(Delivery.position).where(Delivery.kind == "lesson")).all()
+    assert sorted(sent) == [1, first_aftercare]
+
+
+def test_the_stage_page_in_spanish_and_after_unsubscribing(client, settings, smtp, deliver):
+    welcome = signed_up(client, smtp, deliver, "hermana@example.org", "family-guide-es")
+    link = stage_link(welcome)
+    assert "¿Su ser querido ya empezó un tratamiento?" in client.get(link).text
+    client.post(unsubscribe_link(welcome))
+    ended = client.post(link)
+    assert ended.status_code == 200 and "Este curso terminó" in ended.text
+    with session_scope(engine_for(settings.database_url)) as session:
+        assert session.exec(select(Enrollment.started_treatment_at)).one() is None

@@ -53,7 +53,7 @@ def test_a_spanish_browser_gets_the_spanish_page_and_course(client):
     page = client.get("/", headers=SPANISH)
     assert page.status_code == 200
     assert '<html lang="es">' in page.text
-    assert "No está solo" in page.text and "16 lecciones cortas" in page.text
+    assert "No tiene que vivir esto a solas" in page.text and "16 lecciones cortas" in page.text
     assert "llame al 911" in page.text
     assert selected_course(page.text) == "family-guide-es"
     assert 'href="/?lang=en"' in page.text  # a visible way back to English
@@ -64,7 +64,7 @@ def test_an_english_browser_gets_english_and_lang_overrides_the_browser(client):
     assert '<html lang="en">' in english.text and "You are not alone" in english.text
     assert selected_course(english.text) == "family-guide"
     spanish = client.get("/?lang=es", headers=ENGLISH)
-    assert "No está solo" in spanish.text and selected_course(spanish.text) == "family-guide-es"
+    assert "No tiene que vivir esto a solas" in spanish.text and selected_course(spanish.text) == "family-guide-es"
     assert "You are not alone" in client.get("/?lang=en", headers=SPANISH).text
 
 
@@ -89,13 +89,13 @@ def test_a_spanish_signup_is_spanish_from_confirmation_email_to_unsubscribe(clie
     assert "SI ALGUIEN CORRE PELIGRO AHORA MISMO" in text and "/crisis?lang=es" in text
     link = unsubscribe_link(lesson)
     assert "Dejar de recibir" in client.get(link, headers=ENGLISH).text
-    assert "Ya no está suscrito" in client.post(link, headers=ENGLISH).text
+    assert "Se dio de baja" in client.post(link, headers=ENGLISH).text
 
 
 def test_a_bad_address_is_explained_in_the_language_of_the_form(client, settings):
     answer = client.post("/enroll", data={"email": "no-es-un-correo", "lang": "es"})
     assert answer.status_code == 422
-    assert "no parece correcto" in answer.text and "No está solo" in answer.text
+    assert "no parece correcto" in answer.text and "No tiene que vivir esto a solas" in answer.text
     api = client.post("/enroll", json={"email": "nope"}, headers=SPANISH)
     assert api.status_code == 422 and api.json()["code"] == "email_invalid"
     with session_scope(engine_for(settings.database_url)) as session:

@@ -214,8 +214,19 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("worker did not start")
         started = time.perf_counter()
+        first_enqueued: list[float] = []
+        ticks, tick_seconds = 0, 0.0
+
+        def hand_out(batches: list[list[int]]) -> None:
+            enqueue_sends(batches)
+            if not first_enqueued:
+                first_enqueued.append(time.perf_counter() - started)
+
         while True:
-            enqueue_sends(delivery.tick(engine, settings, SystemClock(), budget_seconds=5))
+            tick_started = time.perf_counter()
+            delivery.tick(engine, settings, SystemClock(), budget_seconds=5, hand_out=hand_out)
+            ticks += 1
+            tick_seconds += time.perf_counter() - tick_started
             with session_scope(engine) as session:
                 sent = session.execute(
                     select(func.count())
@@ -238,6 +249,11 @@ def main() -> None:
     print(f"raw SMTP limit (smtplib, pre-rendered, reused connections): {raw:,.0f} msg/s")
     print(f"delivered lessons (render + send + record, real worker):    {rate:,.0f} lessons/s")
     print(f"ratio: {rate / raw:.2f}")
+    if first_enqueued:
+        print(
+            f"  of {elapsed:.2f} s: the first batch was handed out after "
+            f"{first_enqueued[0]:.2f} s; {ticks} ticks took {tick_seconds:.2f} s in all"
+        )
 
 
 if __name__ == "__main__":

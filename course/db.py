@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, Engine, Executable, event
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlmodel import Session, create_engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# How long an SQLite connection waits for another one's write lock before it gives up.
+BUSY_TIMEOUT_MS = 30000
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -41,7 +47,10 @@ def make_engine(url: str) -> Engine:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        # A checkpoint (and its fsyncs) runs inside whichever commit crosses the limit; the
+        # sending loop commits once per message, so checkpoint every ~40 MB of WAL, not ~4 MB.
+        cur.execute("PRAGMA wal_autocheckpoint=10000")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -66,6 +75,123 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+class RawStatement:
+    """A Core statement compiled once for a dialect, to run on a DBAPI cursor.
+
+    For the per-message writes of the sending loop: SQLAlchemy's execution machinery around a
+    one-row UPDATE costs more than the database does. Parameters go through the same bind
+    processors SQLAlchemy would use, so the rows written are the same.
+    """
+
+    def __init__(self, stmt: Executable, dialect: Dialect) -> None:
+        self.stmt = stmt  # kept alive, so that its id() (the cache key) is never reused
+        compiled = stmt.compile(dialect=dialect)
+        self.sql = compiled.string
+        self._positional = compiled.positional
+        names = (
+            compiled.positiontup
+            if compiled.positional
+            else list(dict.fromkeys(compiled.bind_names.values()))
+        )
+        # (name in the SQL, caller's key or None for a value fixed in the statement, processor,
+        # the fixed value already processed)
+        self._slots: list[tuple[str, str | None, Any, Any]] = []
+        for name in names or ():
+            bind = compiled.binds[name]
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if bind.required:
+                self._slots.append((name, bind.key, process, None))
+            else:
+                value = bind.effective_value
+                self._slots.append((name, None, None, process(value) if process else value))
+
+    def params(self, values: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
+        out = [
+            (value if key is None else process(values[key]) if process else values[key])
+            for _, key, process, value in self._slots
+        ]
+        if self._positional:
+            return out
+        return {name: v for (name, *_), v in zip(self._slots, out, strict=True)}
+
+
+_raw_statements: dict[tuple[int, str, str], RawStatement] = {}
+
+
+def raw_statement(stmt: Executable, dialect: Dialect) -> RawStatement:
+    """RawStatement for a statement built once at import time, compiled on first use."""
+    key = (id(stmt), dialect.name, dialect.driver)
+    found = _raw_statements.get(key)
+    if found is None:
+        found = _raw_statements[key] = RawStatement(stmt, dialect)
+    return found
+
+
+_POLLING = "homeward.polling_locks"
+
+
+@contextmanager
+def polling_locks(conn: Connection) -> Iterator[Connection]:
+    """`conn` for a run of short transactions (raw_transaction): on SQLite, wait for the write
+    lock in steps of a tenth of a millisecond instead of SQLite's own busy wait, which sleeps a
+    whole millisecond at the first conflict, ten times longer than such a transaction holds it.
+    """
+    if conn.dialect.name != "sqlite":
+        yield conn
+        return
+    dbapi_conn = conn.connection.dbapi_connection
+    assert dbapi_conn is not None
+    dbapi_conn.execute("PRAGMA busy_timeout=0")
+    conn.info[_POLLING] = True
+    try:
+        yield conn
+    finally:
+        conn.info.pop(_POLLING, None)
+        try:
+            dbapi_conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        except Exception:
+            conn.invalidate()  # never hand out a connection that would not wait at all
+            raise
+
+
+def _begin_polling(cursor: DBAPICursor) -> None:
+    give_up = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.0001
+    while True:
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > give_up:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.005)
+
+
+@contextmanager
+def raw_transaction(conn: Connection) -> Iterator[DBAPICursor]:
+    """One transaction on the DBAPI connection under `conn`, which has none open of its own:
+    begun the way every transaction here is (BEGIN IMMEDIATE on SQLite), committed on success,
+    rolled back on any error."""
+    dbapi_conn = conn.connection.dbapi_connection
+    assert dbapi_conn is not None
+    cursor = dbapi_conn.cursor()
+    try:
+        if conn.dialect.name == "sqlite":
+            if conn.info.get(_POLLING):
+                _begin_polling(cursor)
+            else:
+                cursor.execute("BEGIN IMMEDIATE")
+        yield cursor
+        dbapi_conn.commit()
+    except BaseException:
+        with suppress(Exception):  # the error that got us here is the one to report
+            dbapi_conn.rollback()
+        raise
+    finally:
+        cursor.close()
 
 
 def alembic_config(url: str):  # type: ignore[no-untyped-def]

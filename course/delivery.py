@@ -10,9 +10,10 @@ commit: at most one per killed worker process.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -24,9 +25,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from course.clock import Clock
-from course.db import is_sqlite
+from course.db import is_sqlite, polling_locks, raw_statement, raw_transaction
 from course.mailer import ConnectionProblem, Mailer, PermanentError, SendError, TransientError
-from course.message import build_message, new_message_id
+from course.message import BodyTemplate, build_encoded, new_message_id
 from course.models import (
     Delivery,
     DeliveryKind,
@@ -40,7 +41,7 @@ from course.models import (
 from course.render import Content, Layout, Links, Persona, RenderedEmail, render_email
 from course.schedule import next_due
 from course.settings import Settings
-from course.tokens import Purpose, make_token
+from course.tokens import Purpose, TokenMaker
 
 log = logging.getLogger(__name__)
 
@@ -118,18 +119,34 @@ def claim_due(engine: Engine, settings: Settings, clock: Clock, limit: int) -> l
 
 
 def tick(
-    engine: Engine, settings: Settings, clock: Clock, budget_seconds: float = 2.0
+    engine: Engine,
+    settings: Settings,
+    clock: Clock,
+    budget_seconds: float = 2.0,
+    hand_out: Callable[[list[list[int]]], object] | None = None,
 ) -> list[list[int]]:
     """One beat tick: re-lease what was lost, turn due enrollments into deliveries, and return
-    the batches of delivery ids to enqueue (after commit, so a task never runs before its row)."""
+    the batches of delivery ids to enqueue (after commit, so a task never runs before its row).
+
+    With `hand_out`, each committed claim's batches go to it at once: with a large backlog the
+    workers start sending while the tick is still claiming the rest.
+    """
     started = time.monotonic()
-    ids = release_expired(engine, settings, clock, settings.claim_batch * 10)
+    out: list[list[int]] = []
+
+    def commit(ids: list[int]) -> None:
+        batches = _chunks(ids, settings.send_batch)
+        if hand_out is not None and batches:
+            hand_out(batches)
+        out.extend(batches)
+
+    commit(release_expired(engine, settings, clock, settings.claim_batch * 10))
     while time.monotonic() - started < budget_seconds:
         fresh = claim_due(engine, settings, clock, settings.claim_batch)
-        ids.extend(fresh)
+        commit(fresh)
         if len(fresh) < settings.claim_batch:
             break
-    return _chunks(ids, settings.send_batch)
+    return out
 
 
 # --- sending a batch -------------------------------------------------------------------------
@@ -247,6 +264,28 @@ _CONFIRM = "https://homeward.invalid/confirm-url-stand-in"
 _STAGE = "https://homeward.invalid/stage-url-stand-in"
 
 
+# One pass over a rendered text finds every stand-in; the capturing group keeps them in the split.
+_STAND_INS = re.compile(
+    "(" + "|".join(re.escape(x) for x in (_NAME, _UNSUBSCRIBE, _CONFIRM, _STAGE)) + ")"
+)
+
+
+class _Variant:
+    """One persona variant of an email, its parts cut at the stand-ins once, ready to fill in."""
+
+    __slots__ = ("subject", "html", "text", "checked", "stray")
+
+    def __init__(self, rendered: RenderedEmail) -> None:
+        self.subject = rendered.subject
+        self.html = BodyTemplate(rendered.html, _STAND_INS)
+        self.text = BodyTemplate(rendered.text, _STAND_INS)
+        checked = (rendered.html, rendered.text, rendered.subject)
+        # The stand-ins whose values end up in the parts checked for a mangled first name.
+        self.checked = frozenset(x for part in checked for x in _STAND_INS.findall(part))
+        # A private-use character left outside the stand-ins: a lesson transformed the name.
+        self.stray = any("\ue000" in _STAND_INS.sub("", part) for part in checked)
+
+
 class Composer:
     """Renders the email for a job: the lesson, or the confirmation request."""
 
@@ -255,15 +294,17 @@ class Composer:
         self.clock = clock
         self.layout_dir = settings.lessons_dir / "_layout"
         self.layout = Layout.load(self.layout_dir)
-        self._variants: dict[tuple[Any, ...], RenderedEmail] = {}
+        self._variants: dict[tuple[Any, ...], _Variant] = {}
         self.envelope_sender = parseaddr(settings.from_address)[1]
+        self._base_url = settings.base_url.rstrip("/")
+        self._tokens = {p: TokenMaker(settings.secret_key, p, clock) for p in Purpose}
 
     def link(self, path: str) -> str:
-        return f"{self.settings.base_url.rstrip('/')}{path}"
+        return f"{self._base_url}{path}"
 
-    def _content(self, job: Job) -> tuple[tuple[Any, ...], Content]:
+    def _content(self, job: Job) -> Content:
         if job.lesson is not None:
-            return ("lesson", job.lesson.id), Content(
+            return Content(
                 subject=job.lesson.subject,
                 preheader=job.lesson.preheader,
                 body=job.lesson.body,
@@ -272,21 +313,26 @@ class Composer:
                 sender_name=job.version.sender_name,
                 locale=job.version.locale,
             )
-        return ("confirm", job.version.id), confirm_content(self.layout_dir, job.version)
+        return confirm_content(self.layout_dir, job.version)
 
-    def _variant(self, job: Job) -> RenderedEmail:
-        key, content = self._content(job)
+    def _key(self, job: Job, stage: bool) -> tuple[Any, ...]:
+        # Everything the rendered text depends on except the per-person parts (stand-ins).
         subscriber = job.subscriber
-        stage = job.offers_stage_switch
-        key = (
-            *key,
+        what = ("lesson", job.lesson.id) if job.lesson is not None else ("confirm", job.version.id)
+        return (
+            *what,
             bool(subscriber.first_name),
             subscriber.relationship,
             subscriber.substance,
             stage,
         )
+
+    def _variant(self, job: Job, stage: bool) -> _Variant:
+        key = self._key(job, stage)
         cached = self._variants.get(key)
         if cached is None:
+            content = self._content(job)
+            subscriber = job.subscriber
             persona = Persona(
                 first_name=_NAME if subscriber.first_name else "",
                 relationship=subscriber.relationship,
@@ -305,52 +351,35 @@ class Composer:
             }
             if len(self._variants) > 4096:
                 self._variants.clear()
-            cached = self._variants[key] = render_email(content, persona, links, self.layout, extra)
+            rendered = render_email(content, persona, links, self.layout, extra)
+            cached = self._variants[key] = _Variant(rendered)
         return cached
 
     def compose(self, job: Job) -> bytes:
         s = self.settings
         enrollment_id: int = job.enrollment.id  # type: ignore[assignment]
-        unsubscribe_url = self.link(
-            "/unsubscribe/"
-            + make_token(s.secret_key, Purpose.UNSUBSCRIBE, enrollment_id, self.clock)
-        )
+        tokens = self._tokens
+        unsubscribe_url = self.link("/unsubscribe/" + tokens[Purpose.UNSUBSCRIBE](enrollment_id))
         confirm_url = (
-            self.link(
-                "/confirm/" + make_token(s.secret_key, Purpose.CONFIRM, enrollment_id, self.clock)
-            )
+            self.link("/confirm/" + tokens[Purpose.CONFIRM](enrollment_id))
             if job.lesson is None
             else ""
         )
-        stage_url = (
-            self.link(
-                "/stage/" + make_token(s.secret_key, Purpose.STAGE, enrollment_id, self.clock)
-            )
-            if job.offers_stage_switch
-            else ""
-        )
-        variant = self._variant(job)
-        name = job.subscriber.first_name
-
-        def fill(value: str, html: bool) -> str:
-            esc = (lambda v: str(escape(v))) if html else (lambda v: v)
-            return (
-                value.replace(_NAME, esc(name))
-                .replace(_UNSUBSCRIBE, esc(unsubscribe_url))
-                .replace(_CONFIRM, esc(confirm_url))
-                .replace(_STAGE, esc(stage_url))
-            )
-
-        rendered = RenderedEmail(
-            subject=fill(variant.subject, False),
-            preheader=fill(variant.preheader, False),
-            html=fill(variant.html, True),
-            text=fill(variant.text, False),
-        )
-        if "\ue000" in rendered.html + rendered.text + rendered.subject:
+        stage = job.offers_stage_switch
+        stage_url = self.link("/stage/" + tokens[Purpose.STAGE](enrollment_id)) if stage else ""
+        variant = self._variant(job, stage)
+        plain = {
+            _NAME: job.subscriber.first_name,
+            _UNSUBSCRIBE: unsubscribe_url,
+            _CONFIRM: confirm_url,
+            _STAGE: stage_url,
+        }
+        if variant.stray or any("\ue000" in plain[k] for k in variant.checked):
             raise RuntimeError("a lesson transformed the first name; it cannot be personalized")
-        return build_message(
-            rendered=rendered,
+        return build_encoded(
+            subject=_STAND_INS.sub(lambda m: plain[m.group(0)], variant.subject),
+            text_body=variant.text.encode(plain),
+            html_body=variant.html.encode({k: str(escape(v)) for k, v in plain.items()}),
             from_address=self.envelope_sender,
             sender_name=job.version.sender_name,
             to=job.subscriber.email,
@@ -406,7 +435,7 @@ def send_batch(
         result.skipped.extend(cancel)  # type: ignore[arg-type]
     pending = [j for j in jobs if _sendable(j)]
     # One connection for the batch, one short transaction per message.
-    with engine.connect() as conn:
+    with engine.connect() as conn, polling_locks(conn):
         _send_each(engine, settings, clock, mailer, composer, conn, owner, pending, plan, result)
     return result
 
@@ -425,24 +454,48 @@ def _send_each(
 ) -> None:
     # Stop well inside the lease, so a slow batch never overlaps the worker that retries it.
     deadline = clock.now() + timedelta(seconds=settings.lease_seconds / 2)
+    ahead: bytes | Exception | None = None  # the next job's email, composed in the SMTP wait
+    # A message the server accepted and that is not recorded yet. It is recorded while the
+    # server answers the next message's MAIL FROM, so before that one can be accepted: at most
+    # one accepted message is ever unrecorded, as when recording each one straight away.
+    accepted: Job | None = None
+
+    def record_accepted() -> None:
+        nonlocal accepted
+        if accepted is not None:
+            job, accepted = accepted, None
+            record_sent(conn, settings, job, owner, clock.now(), plan)
+            result.sent.append(job.delivery.id)  # type: ignore[arg-type]
+
     for index, job in enumerate(pending):
         if clock.now() >= deadline:
+            record_accepted()
             result.released = _release(
                 engine, [j.delivery.id for j in pending[index:]], owner, clock.now()
             )
             break
         delivery_id: int = job.delivery.id  # type: ignore[assignment]
-        try:
-            message = composer.compose(job)
-        except Exception as exc:  # a lesson that cannot render must not block the rest
-            log.exception("delivery %s cannot be rendered", delivery_id)
+        message = ahead if ahead is not None else _compose(composer, job)
+        ahead = None
+        if isinstance(message, Exception):  # a lesson that cannot render must not block the rest
+            record_accepted()
             _finish(
-                engine, [delivery_id], owner, DeliveryStatus.FAILED, clock.now(), f"render: {exc}"
+                engine,
+                [delivery_id],
+                owner,
+                DeliveryStatus.FAILED,
+                clock.now(),
+                f"render: {message}",
             )
             result.failed.append(delivery_id)
             continue
         try:
-            mailer.send(message, composer.envelope_sender, job.subscriber.email)
+            # record_accepted runs whatever happens, before start() returns or raises.
+            mailer.start(message, composer.envelope_sender, job.subscriber.email, record_accepted)
+            # The server is taking in the message: build the next one meanwhile.
+            if index + 1 < len(pending):
+                ahead = _compose(composer, pending[index + 1])
+            mailer.finish()
         except PermanentError as exc:
             record_bounce(engine, job, owner, clock.now(), exc)
             result.bounced.append(delivery_id)
@@ -462,8 +515,17 @@ def _send_each(
                 result.released = _release(engine, rest, owner, clock.now() + _backoff(settings, 1))  # type: ignore[arg-type]
                 break
         else:
-            record_sent(conn, settings, job, owner, clock.now(), plan)
-            result.sent.append(delivery_id)
+            accepted = job
+    record_accepted()
+
+
+def _compose(composer: Composer, job: Job) -> bytes | Exception:
+    """The job's email, or why it cannot be rendered (logged here, recorded by the caller)."""
+    try:
+        return composer.compose(job)
+    except Exception as exc:
+        log.exception("delivery %s cannot be rendered", job.delivery.id)
+        return exc
 
 
 # Built once: on the hot path, building a statement costs more than running it.
@@ -513,30 +575,36 @@ def record_sent(
     plan: LessonPlan,
 ) -> None:
     """Mark the delivery sent and, for a lesson, set when the next one is due: one commit."""
-    with conn.begin():
-        conn.execute(_MARK_SENT, {"d_id": job.delivery.id, "d_owner": owner, "d_now": now})
-        if job.delivery.kind != DeliveryKind.LESSON:
-            return
+    # Straight on the DBAPI cursor, statements compiled once: this runs once per message.
+    # Everything is worked out before the transaction, to hold SQLite's write lock briefly.
+    writes: list[tuple[Any, dict[str, Any]]] = [
+        (_MARK_SENT, {"d_id": job.delivery.id, "d_owner": owner, "d_now": now})
+    ]
+    if job.delivery.kind == DeliveryKind.LESSON:
         position = job.delivery.position
         where = {"e_id": job.enrollment.id, "e_pos": position}
         next_delay = plan.delays.get((job.enrollment.version_id, position + 1))
         if next_delay is None:
-            conn.execute(_COMPLETE, {**where, "e_now": now})
-            return
-        due = next_due(
-            now,
-            next_delay,
-            time_zone=job.subscriber.time_zone,
-            send_hour=job.subscriber.send_hour,
-            day_seconds=settings.day_seconds,
-        )
-        jump = job.aftercare_from
-        if jump is not None and jump > position + 1:
-            conn.execute(
-                _ADVANCE_OR_JUMP, {**where, "e_next": position + 1, "e_jump": jump, "e_due": due}
-            )
+            writes.append((_COMPLETE, {**where, "e_now": now}))
         else:
-            conn.execute(_ADVANCE, {**where, "e_next": position + 1, "e_due": due})
+            due = next_due(
+                now,
+                next_delay,
+                time_zone=job.subscriber.time_zone,
+                send_hour=job.subscriber.send_hour,
+                day_seconds=settings.day_seconds,
+            )
+            jump = job.aftercare_from
+            if jump is not None and jump > position + 1:
+                values = {**where, "e_next": position + 1, "e_jump": jump, "e_due": due}
+                writes.append((_ADVANCE_OR_JUMP, values))
+            else:
+                writes.append((_ADVANCE, {**where, "e_next": position + 1, "e_due": due}))
+    dialect = conn.dialect
+    prepared = [(raw_statement(stmt, dialect), values) for stmt, values in writes]
+    with raw_transaction(conn) as cursor:
+        for statement, values in prepared:
+            cursor.execute(statement.sql, statement.params(values))
 
 
 def record_bounce(engine: Engine, job: Job, owner: str, now: datetime, exc: SendError) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import smtplib
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -67,12 +70,48 @@ def classify(code: int, detail: str) -> SendError:
     return TransientError(code, detail) if 400 <= code < 500 else PermanentError(code, detail)
 
 
+# An address that parseaddr hands back unchanged, so quoting it is just the angle brackets.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
+
+
+def _quoted(address: str) -> str:
+    """smtplib.quoteaddr, without parsing the common plain address."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return f"<{address}>"
+    return smtplib.quoteaddr(address)
+
+
+def _dot_stuffed(message: bytes) -> bytes:
+    """What smtplib does to the message in DATA (a period starting a line is doubled), without
+    running a regular expression over the whole message."""
+    if message.startswith(b"."):
+        message = b"." + message
+    return message.replace(b"\n.", b"\n..")
+
+
+def _abandon(conn: smtplib.SMTP, code: int) -> None:
+    """What sendmail() does with a refused transaction: drop the connection on 421, else RSET."""
+    if code == 421:
+        conn.close()
+        return
+    # A dropped connection is reported by the next command, as smtplib does.
+    with contextlib.suppress(smtplib.SMTPServerDisconnected):
+        conn.rset()
+
+
 class Mailer:
-    """One SMTP connection, opened on first use and reused until it fails or is closed."""
+    """One SMTP connection, opened on first use and reused until it fails or is closed.
+
+    The exchange is the one smtplib's sendmail() has (EHLO once; MAIL with SIZE, RCPT, DATA),
+    with the same exceptions sorted the same way, written out so that the caller can do other
+    work while the server takes in a message: start() hands it over, finish() waits for the
+    verdict. A message counts as accepted only once finish() returns.
+    """
 
     def __init__(self, target: SmtpTarget) -> None:
         self.target = target
         self._conn: smtplib.SMTP | None = None
+        self._awaiting: str | None = None  # the recipient of a message started, not finished
 
     def _connect(self) -> smtplib.SMTP:
         t = self.target
@@ -96,30 +135,113 @@ class Mailer:
         return conn
 
     def send(self, message: bytes, sender: str, recipient: str) -> None:
-        if self._conn is None:
-            self._conn = self._connect()
+        """Send one message; returns once the server accepted it, raises SendError if not."""
+        self.start(message, sender, recipient)
+        self.finish()
+
+    def start(
+        self,
+        message: bytes,
+        sender: str,
+        recipient: str,
+        meanwhile: Callable[[], object] | None = None,
+    ) -> None:
+        """Hand one message to the server without waiting for its verdict: call finish() next.
+
+        `meanwhile` runs exactly once, before start() returns or raises and before the server can
+        have accepted this message: while the server answers MAIL FROM (or first, if the
+        exchange fails before that). If it raises, the connection, owed a reply, is dropped.
+        """
+        if self._awaiting is not None:
+            # A message whose verdict nobody read (the caller was interrupted): that reply
+            # would be taken for the answer to the next command. Start on a fresh connection.
+            self._drop()
+        pending = meanwhile
         try:
-            refused = self._conn.sendmail(sender, [recipient], message)
-        except smtplib.SMTPRecipientsRefused as exc:
+            if self._conn is None:
+                self._conn = self._connect()
+            conn = self._conn
+            try:
+                # smtplib's sendmail() for one recipient, up to (not including) the final reply.
+                conn.ehlo_or_helo_if_needed()
+                options = ""
+                if conn.does_esmtp and conn.has_extn("size"):
+                    options = f" size={len(message)}"
+                conn.putcmd("mail", f"FROM:{_quoted(sender)}{options}")
+            except (OSError, smtplib.SMTPException) as exc:
+                raise self._failure(exc, recipient) from exc
+            if pending is not None:
+                call, pending = pending, None
+                try:
+                    call()
+                except BaseException:
+                    self._drop()
+                    raise
+            try:
+                self._transmit(conn, message, sender, recipient)
+            except (OSError, smtplib.SMTPException) as exc:
+                raise self._failure(exc, recipient) from exc
+        finally:
+            if pending is not None:
+                pending()
+        self._awaiting = recipient
+
+    def finish(self) -> None:
+        """The server's verdict on the message start() handed over."""
+        recipient, self._awaiting = self._awaiting, None
+        if recipient is None:
+            raise RuntimeError("no message in flight")
+        conn = self._conn
+        try:
+            if conn is None:  # closed by close() while a message was in flight
+                raise smtplib.SMTPServerDisconnected("connection closed before the reply")
+            code, resp = conn.getreply()
+            if code != 250:
+                _abandon(conn, code)
+                raise smtplib.SMTPDataError(code, resp)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise self._failure(exc, recipient) from exc
+
+    def _transmit(self, conn: smtplib.SMTP, message: bytes, sender: str, recipient: str) -> None:
+        # From the reply to MAIL FROM (sent by start) to the end of the message data.
+        code, resp = conn.getreply()
+        if code != 250:
+            _abandon(conn, code)
+            raise smtplib.SMTPSenderRefused(code, resp, sender)
+        conn.putcmd("rcpt", f"TO:{_quoted(recipient)}")
+        code, resp = conn.getreply()
+        if code != 250 and code != 251:
+            # With a single recipient sendmail() gives up on any refusal of it.
+            _abandon(conn, code)
+            raise smtplib.SMTPRecipientsRefused({recipient: (code, resp)})
+        conn.putcmd("data")
+        code, resp = conn.getreply()
+        if code != 354:
+            raise smtplib.SMTPDataError(code, resp)
+        data = _dot_stuffed(message)
+        if not data.endswith(b"\r\n"):
+            data += b"\r\n"
+        conn.send(data + b".\r\n")  # one write, as smtplib does: one wake-up of the server
+
+    def _failure(self, exc: OSError | smtplib.SMTPException, recipient: str) -> SendError:
+        """Sort a failure into temporary or permanent, and leave the connection usable or closed."""
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
             code, detail = exc.recipients.get(recipient, (550, b"refused"))
             self._reset()
-            raise classify(code, _text(detail)) from exc
-        except smtplib.SMTPServerDisconnected as exc:
+            return classify(code, _text(detail))
+        if isinstance(exc, smtplib.SMTPServerDisconnected):
             self.close()
-            raise ConnectionProblem(None, f"server closed the connection: {exc}") from exc
-        except smtplib.SMTPResponseException as exc:
+            return ConnectionProblem(None, f"server closed the connection: {exc}")
+        if isinstance(exc, smtplib.SMTPResponseException):
             self._reset()
             if exc.smtp_code == 421:
                 self.close()
-                raise ConnectionProblem(exc.smtp_code, _text(exc.smtp_error)) from exc
-            raise classify(exc.smtp_code, _text(exc.smtp_error)) from exc
-        except OSError as exc:
+                return ConnectionProblem(exc.smtp_code, _text(exc.smtp_error))
+            return classify(exc.smtp_code, _text(exc.smtp_error))
+        if isinstance(exc, OSError):
             self.close()
-            raise ConnectionProblem(None, str(exc)) from exc
-        # sendmail() reports refused recipients in its return value instead of raising.
-        if recipient in refused:
-            code, detail = refused[recipient]
-            raise classify(code, _text(detail))
+            return ConnectionProblem(None, str(exc))
+        raise exc
 
     def _reset(self) -> None:
         try:
@@ -128,7 +250,15 @@ class Mailer:
         except (OSError, smtplib.SMTPException):
             self.close()
 
+    def _drop(self) -> None:
+        """Close without QUIT: the connection is in a state nobody can read back."""
+        self._awaiting = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
     def close(self) -> None:
+        self._awaiting = None
         if self._conn is not None:
             try:
                 self._conn.quit()

@@ -239,6 +239,18 @@ def mini_course(settings: Settings, clock: ManualClock) -> str:
 
 
 @pytest.fixture
+def family_guides(settings: Settings, clock: ManualClock) -> dict[str, str]:
+    """The shipped English and Spanish courses, published: locale -> slug."""
+    slugs = {}
+    with session_scope(engine_for(settings.database_url)) as session:
+        for folder in ("family-guide", "family-guide-es"):
+            sequence = load_sequence(settings.lessons_dir / folder)
+            publish(session, sequence, clock)
+            slugs[sequence.locale] = sequence.slug
+    return slugs
+
+
+@pytest.fixture
 def queued() -> list[list[int]]:
     """Batches the web app handed to the queue; `deliver` sends them as a worker would."""
     return []

@@ -164,6 +164,36 @@ def test_the_same_batch_enqueued_twice_is_sent_once(settings, clock, smtp, deliv
     assert len(lessons_to(smtp, "twice@example.org")) == 1
 
 
+def test_a_large_backlog_is_handed_out_claim_by_claim_each_after_its_commit(
+    settings, clock, smtp, deliver, mini_course
+):
+    for n in range(5):
+        signup(settings, clock, deliver, smtp, f"backlog{n}@example.org")
+    deliver()  # everyone has lesson 1 ...
+    clock.advance(days=30)  # ... and, a month later, all five have lesson 2 due
+    small = settings.model_copy(update={"claim_batch": 2, "send_batch": 1})
+    engine = engine_for(settings.database_url)
+    handed: list[list[list[int]]] = []
+
+    def hand_out(batches):
+        # A worker may start on these at once: their rows must already be committed.
+        with session_scope(engine) as session:
+            found = session.exec(
+                select(Delivery.id).where(Delivery.id.in_([i for b in batches for i in b]))
+            ).all()
+        assert len(found) == sum(len(b) for b in batches)
+        handed.append(batches)
+
+    returned = delivery.tick(engine, small, clock, hand_out=hand_out)
+    assert [len(b) for b in handed] == [2, 2, 1]  # three claims of at most two, one per batch
+    assert [b for batches in handed for b in batches] == returned
+    for batch in returned:
+        mailer = Mailer(SmtpTarget.from_url(settings.smtp_url))
+        delivery.send_batch(engine, settings, clock, mailer, batch)
+        mailer.close()
+    assert all(len(lessons_to(smtp, f"backlog{n}@example.org")) == 2 for n in range(5))
+
+
 def test_work_lost_by_the_broker_is_handed_out_again_after_the_lease(
     settings, clock, smtp, deliver, mini_course
 ):

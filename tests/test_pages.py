@@ -64,7 +64,10 @@ def test_an_english_browser_gets_english_and_lang_overrides_the_browser(client):
     assert '<html lang="en">' in english.text and "You are not alone" in english.text
     assert selected_course(english.text) == "family-guide"
     spanish = client.get("/?lang=es", headers=ENGLISH)
-    assert "No tiene que vivir esto a solas" in spanish.text and selected_course(spanish.text) == "family-guide-es"
+    assert (
+        "No tiene que vivir esto a solas" in spanish.text
+        and selected_course(spanish.text) == "family-guide-es"
+    )
     assert "You are not alone" in client.get("/?lang=en", headers=SPANISH).text
 
 

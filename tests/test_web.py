@@ -1,5 +1,8 @@
 """The public web routes, as a browser and an API client use them."""
 
+import re
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import select
@@ -187,3 +190,318 @@ def test_repeated_signups_do_not_flood_an_inbox_with_confirmations(client, clock
     deliver()
     links = {confirm_link(m) for m in smtp.to("e@example.org")}
     assert len(links) == 2  # a fresh link; both work until they expire
+
+
+# --- pages in the reader's language ----------------------------------------------------------
+
+SPANISH = {"Accept-Language": "es-419,es;q=0.9,en;q=0.4"}
+ENGLISH = {"Accept-Language": "en-US,en;q=0.9"}
+
+
+@pytest.fixture
+def bilingual(settings, clock, family_guides, queued):
+    """The app with the shipped English and Spanish courses published."""
+    from course.web import create_app
+
+    app = create_app(settings, clock, enqueue=queued.extend, kick=lambda: None)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def selected_course(html: str) -> str:
+    match = re.search(r'<option value="([\w-]+)" lang="\w+" selected>', html)
+    assert match, "no course is selected on the sign-up form"
+    return match.group(1)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("es", "es"),
+        ("es-MX", "es"),
+        ("es-419,en;q=0.5", "es"),
+        ("en-US,en;q=0.9,es;q=0.8", "en"),
+        ("en;q=0.5, es;q=0.9", "es"),  # the order written is not the order preferred
+        ("fr-FR, es;q=0.3, en;q=0.2", "es"),
+        ("es;q=0, en;q=0.1", "en"),  # q=0 means "not this one"
+        ("fr, de", None),
+        ("", None),
+    ],
+)
+def test_the_browser_language_respects_preferences(header, expected):
+    from course.web import i18n
+
+    assert i18n.from_accept_language(header) == expected
+
+
+def test_an_explicit_lang_beats_the_course_and_the_course_beats_the_browser():
+    from course.web import i18n
+
+    assert i18n.pick("en", "es", "es") == "en"
+    assert i18n.pick("ES-mx", None, "en") == "es"
+    assert i18n.pick(None, "es", "en-US") == "es"
+    assert i18n.pick("fr", None, "es-MX") == "es"
+    assert i18n.pick(None, None, "fr") == "en"
+
+
+def test_every_word_a_template_or_error_uses_is_in_both_catalogs():
+    from course import errors
+    from course.web import i18n
+
+    en, es = i18n.catalog("en"), i18n.catalog("es")
+    assert en.keys() == es.keys()
+    templates = Path(i18n.__file__).parent / "templates"
+    for template in templates.glob("*.html"):
+        source = template.read_text(encoding="utf-8")
+        for key in re.findall(r"\bt\('([\w.]+)'\)", source):
+            assert key in en, f"{template.name} uses {key!r}"
+        for prefix in re.findall(r"\bt\('([\w.]+)' ~", source):
+            assert any(k.startswith(prefix) for k in en), f"{template.name} uses {prefix!r}"
+    # Every stable code a reader can be shown has words in both languages.
+    raised = re.compile(
+        r'(?:InvalidInput|TokenInvalid|CourseError)\(\s*f?"[^"]*",\s*"(\w+)",?\s*\)'
+    )
+    codes = {c.default_code for c in vars(errors).values() if isinstance(c, type)} - {""}
+    for module in (Path(errors.__file__).parent).rglob("*.py"):
+        codes |= set(raised.findall(module.read_text(encoding="utf-8")))
+    assert {"email_invalid", "name_chars", "send_hour", "link_invalid", "link_expired"} <= codes
+    assert {f"errors.{code}" for code in codes} <= en.keys()
+    assert "adict" not in " ".join(es.values()).lower()  # person-first words only
+
+
+def test_a_spanish_browser_gets_the_spanish_form_and_the_spanish_course(bilingual):
+    page = bilingual.get("/", headers=SPANISH)
+    assert page.status_code == 200 and '<html lang="es">' in page.text
+    assert "Aprenda a ayudar" in page.text and "Quiero inscribirme" in page.text
+    assert selected_course(page.text) == "family-guide-es"
+    assert "16 lecciones cortas" in page.text  # counted in the Spanish course
+    assert "Guía para la familia" in page.text  # its own title
+    assert 'hreflang="en"' in page.text and ">English</a>" in page.text
+
+
+def test_lang_in_the_address_overrides_the_browser(bilingual):
+    english = bilingual.get("/?lang=en", headers=SPANISH)
+    assert '<html lang="en">' in english.text and "You are not alone" in english.text
+    assert selected_course(english.text) == "family-guide"
+    assert ">Español</a>" in english.text
+    spanish = bilingual.get("/?lang=es", headers=ENGLISH)
+    assert selected_course(spanish.text) == "family-guide-es"
+
+
+def test_only_a_language_with_a_published_course_is_offered(client):
+    page = client.get("/", headers=SPANISH)
+    assert '<html lang="es">' in page.text  # the page is Spanish ...
+    assert 'id="sequence"' not in page.text  # ... but there is no Spanish course to offer
+    assert '<input type="hidden" name="sequence" value="mini-course">' in page.text
+    assert "3 lecciones cortas" in page.text
+
+
+@pytest.mark.parametrize("path", ["/", "/crisis", "/no-such-page"])
+def test_every_page_links_to_the_other_language_without_javascript(client, path):
+    spanish = client.get(path, headers=SPANISH)
+    assert '<html lang="es">' in spanish.text and "llame al 911" in spanish.text
+    switch = re.search(r'<a class="lang" href="([^"]+)"', spanish.text).group(1)
+    assert switch == f"{path}?lang=en"
+    english = client.get(switch, headers=SPANISH)
+    assert '<html lang="en">' in english.text and "call 911" in english.text
+
+
+def test_after_a_spanish_form_the_check_email_page_is_spanish_and_its_switch_works(client):
+    answer = client.post("/enroll", data={"email": "tia@example.org", "lang": "es"})
+    assert answer.status_code == 200 and "Por favor, revise su correo" in answer.text
+    # The page answered a POST: its switch must not lead to a GET /enroll (405).
+    switch = re.search(r'<a class="lang" href="([^"]+)"', answer.text).group(1)
+    assert switch == "/?lang=en"
+    assert client.get(switch).status_code == 200
+
+
+def test_a_spanish_signup_gets_a_spanish_email_and_spanish_pages(
+    bilingual, settings, smtp, deliver
+):
+    answer = bilingual.post(
+        "/enroll",
+        data={"email": "abuela@example.org", "sequence": "family-guide-es", "lang": "es"},
+    )
+    assert answer.status_code == 200 and '<html lang="es">' in answer.text
+    deliver()
+    [confirmation] = smtp.to("abuela@example.org")
+    assert confirmation["Subject"].startswith("Confirme su correo")
+    # Her browser says English; the pages her links open follow her course.
+    confirmed = bilingual.get(confirm_link(confirmation), headers=ENGLISH)
+    assert (
+        '<html lang="es">' in confirmed.text and "Su primera lección va en camino" in confirmed.text
+    )
+    deliver()
+    path = unsubscribe_link(smtp.to("abuela@example.org")[-1])
+    assert "¿Dejar de recibir las lecciones?" in bilingual.get(path, headers=ENGLISH).text
+    done = bilingual.post(path, headers=ENGLISH)
+    assert "Se dio de baja" in done.text and "1-800-662-4357" in done.text
+    assert "You are unsubscribed" in bilingual.post(f"{path}?lang=en").text
+
+
+def test_the_api_can_choose_the_course_by_language(bilingual, settings, smtp, deliver):
+    answer = bilingual.post("/enroll", json={"email": "primo@example.org", "locale": "es"})
+    assert answer.status_code == 202
+    [enrollment] = enrollments(settings)
+    assert enrollment.sequence_slug == "family-guide-es"
+    deliver()
+    assert smtp.to("primo@example.org")[0]["Subject"].startswith("Confirme su correo")
+    named = bilingual.post("/enroll", json={"email": "tio@example.org", "sequence": "family-guide"})
+    assert named.status_code == 202
+    assert {e.sequence_slug for e in enrollments(settings)} == {"family-guide", "family-guide-es"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "spanish", "code"),
+    [
+        (
+            {"email": "no-es-un-correo"},
+            "Ese correo electrónico no parece correcto",
+            "email_invalid",
+        ),
+        ({"email": ""}, "escriba su correo", "email_missing"),
+        (
+            {"email": "a@example.org", "first_name": "R2-D2"},
+            "solo puede tener letras",
+            "name_chars",
+        ),
+        ({"email": "a@example.org", "send_hour": "25"}, "de 0 a 23", "send_hour"),
+        ({"email": "a@example.org", "time_zone": "Nowhere/Land"}, "zona horaria", "time_zone"),
+    ],
+)
+def test_bad_input_is_explained_in_spanish(client, settings, fields, spanish, code):
+    page = client.post("/enroll", data=fields, headers=SPANISH)
+    assert page.status_code == 422 and '<html lang="es">' in page.text
+    assert spanish in page.text and 'id="form-error"' in page.text
+    if "first_name" in fields:
+        assert 'value="R2-D2"' in page.text  # what they typed is kept for them to fix
+    api = client.post("/enroll", json=fields, headers=SPANISH)
+    assert api.status_code == 422 and api.json()["code"] == code
+    assert api.json()["error"]  # the detailed English message stays for API clients
+    assert enrollments(settings) == []
+
+
+def test_errors_and_broken_links_are_explained_in_spanish(client, clock, smtp, deliver):
+    assert "No encontramos esa página" in client.get("/nada", headers=SPANISH).text
+    not_allowed = client.get("/enroll", headers=SPANISH)
+    assert not_allowed.status_code == 405 and "no está disponible" in not_allowed.text
+    assert client.get("/nada", headers={"Accept": "application/json"}).json() == {
+        "error": "We could not find that page.",
+        "code": "not_found",
+    }
+    client.post("/enroll", data={"email": "f@example.org"})
+    deliver()
+    link = confirm_link(smtp.to("f@example.org")[0])
+    tampered = client.get(link[:-3] + "xyz", headers=SPANISH)
+    assert tampered.status_code == 400 and "Este enlace no es válido" in tampered.text
+    clock.advance(days=8)
+    expired = client.get(link, headers=SPANISH)
+    assert expired.status_code == 410 and "Este enlace ya venció" in expired.text
+    assert "This link has expired" in client.get(f"{link}?lang=en", headers=SPANISH).text
+
+
+# --- "my loved one has started treatment" ----------------------------------------------------
+
+
+def stage_link(message) -> str:  # type: ignore[no-untyped-def]
+    text = message.get_body(("plain",)).get_content()
+    return re.search(r"https://homeward\.test(/stage/[\w.\-]+)", text).group(1)  # type: ignore[union-attr]
+
+
+def receiving_lessons(client, smtp, deliver, email: str):  # type: ignore[no-untyped-def]
+    """Sign up, confirm and get lesson 1 (a Recognize lesson, which carries the stage link)."""
+    client.post("/enroll", data={"email": email})
+    deliver()
+    client.get(confirm_link(smtp.to(email)[0]))
+    deliver()
+    return smtp.to(email)[-1]
+
+
+def test_opening_the_stage_link_asks_first_and_changes_nothing(client, settings, smtp, deliver):
+    link = stage_link(receiving_lessons(client, smtp, deliver, "g@example.org"))
+    for _ in range(2):  # mail scanners and link previews open links too
+        page = client.get(link)
+        assert page.status_code == 200 and "Has your loved one started treatment?" in page.text
+        assert f'<form method="post" action="{link}">' in page.text and "<button" in page.text
+        assert "may still arrive" in page.text
+    [enrollment] = enrollments(settings)
+    assert enrollment.started_treatment_at is None and enrollment.next_position == 2
+
+
+def test_saying_treatment_started_makes_the_next_lesson_the_first_aftercare_one(
+    client, settings, clock, smtp, deliver
+):
+    link = stage_link(receiving_lessons(client, smtp, deliver, "h@example.org"))
+    done = client.post(link)
+    assert done.status_code == 200 and "Thank you for telling us" in done.text
+    assert "ups and downs" in done.text
+    [enrollment] = enrollments(settings)
+    assert enrollment.started_treatment_at is not None and enrollment.next_position == 3
+    again = client.post(link)
+    assert again.status_code == 200 and "You have already told us" in again.text
+    assert "You have already told us" in client.get(link).text
+    clock.advance(days=10)
+    deliver()
+    subjects = [m["Subject"] for m in smtp.to("h@example.org")]
+    assert subjects[1:] == ["Welcome", "The last lesson"]  # lesson 2 (Act) is skipped
+
+
+def test_a_lesson_already_on_its_way_still_arrives_then_aftercare_follows(
+    client, settings, clock, smtp, deliver
+):
+    from course import delivery
+    from course.mailer import Mailer, SmtpTarget
+
+    link = stage_link(receiving_lessons(client, smtp, deliver, "i@example.org"))
+    clock.advance(days=2)
+    engine = engine_for(settings.database_url)
+    in_flight = delivery.tick(engine, settings, clock)  # lesson 2 is claimed, not yet sent
+    assert in_flight
+    assert "Thank you for telling us" in client.post(link).text
+    mailer = Mailer(SmtpTarget.from_url(settings.smtp_url))
+    try:
+        for batch in in_flight:
+            delivery.send_batch(engine, settings, clock, mailer, batch)
+    finally:
+        mailer.close()
+    clock.advance(days=10)
+    deliver()
+    subjects = [m["Subject"] for m in smtp.to("i@example.org")]
+    assert subjects[1:] == ["Welcome", "Lesson two of the mini course", "The last lesson"]
+
+
+def test_the_stage_link_after_unsubscribing_says_the_course_has_ended(
+    client, settings, smtp, deliver
+):
+    lesson = receiving_lessons(client, smtp, deliver, "j@example.org")
+    client.post(unsubscribe_link(lesson))
+    link = stage_link(lesson)
+    for answer in (client.get(link), client.post(link)):
+        assert answer.status_code == 200 and "This course has ended" in answer.text
+        assert "<form" not in answer.text.split("</header>", 1)[1]
+    assert enrollments(settings)[0].started_treatment_at is None
+
+
+def test_the_stage_pages_are_spanish_for_a_spanish_course(bilingual, smtp, deliver):
+    bilingual.post("/enroll", data={"email": "k@example.org", "sequence": "family-guide-es"})
+    deliver()
+    bilingual.get(confirm_link(smtp.to("k@example.org")[0]))
+    deliver()
+    link = stage_link(smtp.to("k@example.org")[-1])
+    ask = bilingual.get(link, headers=ENGLISH)
+    assert '<html lang="es">' in ask.text and "Sí, ya empezó un tratamiento" in ask.text
+    done = bilingual.post(link, headers=ENGLISH)
+    assert "Gracias por contarnos" in done.text and "altibajos" in done.text
+    assert "Ya nos lo había dicho" in bilingual.post(link).text
+
+
+def test_a_tampered_or_wrong_stage_link_gets_a_friendly_400(client, smtp, deliver):
+    lesson = receiving_lessons(client, smtp, deliver, "l@example.org")
+    link = stage_link(lesson)
+    for bad in (link[:-3] + "xyz", "/stage/" + unsubscribe_link(lesson).rsplit("/", 1)[1]):
+        for method in (client.get, client.post):
+            page = method(bad)
+            assert page.status_code == 400 and "This link is not valid" in page.text
+            assert "Traceback" not in page.text and "Go to the sign-up page" in page.text
+    api = client.post(link[:-3] + "xyz", headers={"Accept": "application/json"})
+    assert api.status_code == 400 and api.json()["code"] == "link_invalid"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from functools import lru_cache
 
 from celery.signals import worker_process_init, worker_process_shutdown
@@ -31,6 +32,9 @@ def _fresh_connections(**_: object) -> None:
     # A forked child must not share its parent's database or SMTP sockets.
     engine_for.cache_clear()
     _mailer.cache_clear()
+    # Everything loaded so far (Celery, SQLAlchemy, the app) lives as long as the process: keep
+    # it out of the collector's full passes, which otherwise stall a send for ~10 ms each.
+    gc.freeze()
 
 
 @worker_process_shutdown.connect
@@ -41,8 +45,8 @@ def _close(**_: object) -> None:
 @app.task(name=TICK_TASK)
 def tick() -> int:
     settings = get_settings()
-    batches = delivery.tick(engine_for(settings.database_url), settings, SystemClock())
-    enqueue_sends(batches)
+    engine = engine_for(settings.database_url)
+    batches = delivery.tick(engine, settings, SystemClock(), hand_out=enqueue_sends)
     return sum(len(b) for b in batches)
 
 

@@ -65,7 +65,9 @@ def page(
             "dev": settings.dev,
             "lang": lang,
             "t": i18n.translator(lang),
-            "switch_url": f"{request.url.path}?lang={other}",
+            # After a POST, the same address would answer a GET differently (or not at all, as
+            # /enroll), so the switch leads to the sign-up page instead.
+            "switch_url": f"{request.url.path if request.method == 'GET' else '/'}?lang={other}",
             **context,
         },
         status_code=status,
@@ -195,7 +197,15 @@ def create_app(
         enqueue([ids])  # after commit: the worker must find the row
         if as_json:
             return JSONResponse({"status": "ok", "message": ENROLL_MESSAGE}, status_code=202)
-        return page(request, "check_email.html", 200, locale=locale)
+        # The reader just filled in the form in its language; keep to it even if they chose
+        # lessons in the other one.
+        form_lang = str(data.get("lang") or "")
+        return page(
+            request,
+            "check_email.html",
+            200,
+            locale=form_lang if form_lang in i18n.LOCALES else locale,
+        )
 
     @app.get("/confirm/{token}", response_class=HTMLResponse)
     def confirm(request: Request, token: str) -> HTMLResponse:
@@ -335,6 +345,8 @@ def _too_large() -> CourseError:
 
 
 def _unsupported() -> CourseError:
-    error = CourseError("Send the form, or JSON with Content-Type: application/json.")
+    error = CourseError(
+        "Send the form, or JSON with Content-Type: application/json.", "unsupported"
+    )
     error.status_code = 415
     return error

@@ -57,8 +57,9 @@ def from_accept_language(header: str | None) -> str | None:
 
 def pick(query: str | None, course_locale: str | None, accept_language: str | None) -> str:
     """An explicit ?lang= wins, then the language of the reader's course, then the browser's."""
-    if query in LOCALES:
-        return query  # type: ignore[return-value]
+    asked = (query or "").strip().lower().split("-")[0]
+    if asked in LOCALES:
+        return asked
     if course_locale in LOCALES:
         return course_locale  # type: ignore[return-value]
     return from_accept_language(accept_language) or DEFAULT

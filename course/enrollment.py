@@ -41,7 +41,7 @@ class EnrollRequest:
     send_hour: int = 9
     sequence: str = ""
     relationship: str = "other"
-    substance: str = "opioids"
+    substance: str = "unsure"  # who skips the question gets the wording for "not sure"
 
     @classmethod
     def parse(cls, data: dict[str, Any], default_sequence: str) -> EnrollRequest:
@@ -71,7 +71,7 @@ class EnrollRequest:
             if not 0 <= hour <= 23:
                 raise InvalidInput("The send hour must be a whole hour from 0 to 23.", "send_hour")
         relationship = _choice(data.get("relationship"), "relationship", "other")
-        substance = _choice(data.get("substance"), "substance", "opioids")
+        substance = _choice(data.get("substance"), "substance", "unsure")
         sequence = str(data.get("sequence") or default_sequence).strip()
         return cls(
             email=email,

@@ -149,8 +149,9 @@ class Mailer:
         """Hand one message to the server without waiting for its verdict: call finish() next.
 
         `meanwhile` runs exactly once, before start() returns or raises and before the server can
-        have accepted this message: while the server answers MAIL FROM (or first, if the
-        exchange fails before that). If it raises, the connection, owed a reply, is dropped.
+        have accepted this message: once the server is ready for the message's data, just
+        before it is sent (or at once, if the exchange fails before that). If it raises, the
+        connection is dropped without the data, and the server discards the transaction.
         """
         if self._awaiting is not None:
             # A message whose verdict nobody read (the caller was interrupted): that reply
@@ -162,12 +163,7 @@ class Mailer:
                 self._conn = self._connect()
             conn = self._conn
             try:
-                # smtplib's sendmail() for one recipient, up to (not including) the final reply.
-                conn.ehlo_or_helo_if_needed()
-                options = ""
-                if conn.does_esmtp and conn.has_extn("size"):
-                    options = f" size={len(message)}"
-                conn.putcmd("mail", f"FROM:{_quoted(sender)}{options}")
+                self._envelope(conn, len(message), sender, recipient)
             except (OSError, smtplib.SMTPException) as exc:
                 raise self._failure(exc, recipient) from exc
             if pending is not None:
@@ -177,8 +173,11 @@ class Mailer:
                 except BaseException:
                     self._drop()
                     raise
+            data = _dot_stuffed(message)
+            if not data.endswith(b"\r\n"):
+                data += b"\r\n"
             try:
-                self._transmit(conn, message, sender, recipient)
+                conn.send(data + b".\r\n")  # one write, as smtplib does: one wake-up of the server
             except (OSError, smtplib.SMTPException) as exc:
                 raise self._failure(exc, recipient) from exc
         finally:
@@ -202,8 +201,13 @@ class Mailer:
         except (OSError, smtplib.SMTPException) as exc:
             raise self._failure(exc, recipient) from exc
 
-    def _transmit(self, conn: smtplib.SMTP, message: bytes, sender: str, recipient: str) -> None:
-        # From the reply to MAIL FROM (sent by start) to the end of the message data.
+    def _envelope(self, conn: smtplib.SMTP, size: int, sender: str, recipient: str) -> None:
+        # smtplib's sendmail() for one recipient, up to the server's go-ahead for the data.
+        conn.ehlo_or_helo_if_needed()
+        options = ""
+        if conn.does_esmtp and conn.has_extn("size"):
+            options = f" size={size}"
+        conn.putcmd("mail", f"FROM:{_quoted(sender)}{options}")
         code, resp = conn.getreply()
         if code != 250:
             _abandon(conn, code)
@@ -218,10 +222,6 @@ class Mailer:
         code, resp = conn.getreply()
         if code != 354:
             raise smtplib.SMTPDataError(code, resp)
-        data = _dot_stuffed(message)
-        if not data.endswith(b"\r\n"):
-            data += b"\r\n"
-        conn.send(data + b".\r\n")  # one write, as smtplib does: one wake-up of the server
 
     def _failure(self, exc: OSError | smtplib.SMTPException, recipient: str) -> SendError:
         """Sort a failure into temporary or permanent, and leave the connection usable or closed."""

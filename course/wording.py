@@ -60,7 +60,8 @@ def _load(path_name: str, _mtime: int) -> tuple[Avoid, ...]:
                 f"{path}:{number}: write the words to avoid, then '->', then what to say instead"
             )
             continue
-        body = r"\s+".join(re.escape(w) for w in words)
+        # A typed apostrophe stands for a curly one too: "she's" and "she’s".
+        body = r"\s+".join(re.escape(w).replace("'", "['’]") for w in words)
         entries.append(
             Avoid(
                 phrase=" ".join(words),
@@ -83,11 +84,27 @@ def blank_quotations(text: str) -> str:
 
 
 def find(text: str, avoid: tuple[Avoid, ...]) -> list[Finding]:
-    """Every use of a listed phrase in `text` outside marked quotations, in reading order."""
+    """Every use of a listed phrase in `text` outside marked quotations, in reading order.
+
+    Where listed phrases overlap ("stayed clean" and "clean for" in "stayed clean for a
+    month"), the writer is told once, about the longest one.
+    """
     searched = blank_quotations(text)
-    findings = []
-    for entry in avoid:
-        for match in entry.pattern.finditer(searched):
-            line = searched.count("\n", 0, match.start()) + 1
-            findings.append(Finding(line=line, found=match.group(), instead=entry.instead))
-    return sorted(findings, key=lambda f: f.line)
+    spans = [
+        (match.start(), match.end(), entry)
+        for entry in avoid
+        for match in entry.pattern.finditer(searched)
+    ]
+    spans.sort(key=lambda span: (span[0] - span[1], span[0]))  # longest first
+    kept: list[tuple[int, int, Avoid]] = []
+    for start, end, entry in spans:
+        if all(end <= s or start >= e for s, e, _ in kept):
+            kept.append((start, end, entry))
+    return [
+        Finding(
+            line=searched.count("\n", 0, start) + 1,
+            found=searched[start:end],
+            instead=entry.instead,
+        )
+        for start, end, entry in sorted(kept, key=lambda span: span[0])
+    ]

@@ -166,6 +166,11 @@ def test_a_sequence_can_ask_for_plainer_reading_than_grade_8(course_dir: Path):
         ("Her test came back dirty last week.", "came back dirty"),
         ("He has stayed   clean for a month.", "stayed   clean"),
         ("Substance abuse touches many homes.", "Substance abuse"),
+        ("It is a substance-abuse program.", "substance-abuse"),
+        ("She’s clean now, so relax.", "She’s clean"),
+        ("Mark has been sober, he's dirty again.", "he's dirty"),
+        ("They were clean for six months.", "clean for"),
+        ("He has stayed clean for a month.", "stayed clean"),
         (
             "{% if first_name %}{{ first_name }}, your{% else %}Your{% endif %} alcoholic brother",
             "alcoholic",

@@ -339,6 +339,21 @@ def test_a_spanish_signup_gets_a_spanish_email_and_spanish_pages(
     assert "You are unsubscribed" in bilingual.post(f"{path}?lang=en").text
 
 
+def test_a_reader_who_skips_the_substance_question_gets_the_not_sure_wording(
+    bilingual, settings, smtp, deliver
+):
+    answer = bilingual.post(
+        "/enroll", data={"email": "skip@example.org", "substance": "", "sequence": "family-guide"}
+    )
+    assert answer.status_code == 200, answer.text
+    deliver()
+    bilingual.get(confirm_link(smtp.to("skip@example.org")[0]))
+    deliver()
+    lesson = smtp.to("skip@example.org")[-1].get_body(preferencelist=("plain",)).get_content()
+    assert "Maybe you don't know what your loved one is taking" in lesson
+    assert "We talk most about opioids" not in lesson  # not the wording for opioids
+
+
 def test_the_api_can_choose_the_course_by_language(bilingual, settings, smtp, deliver):
     answer = bilingual.post("/enroll", json={"email": "primo@example.org", "locale": "es"})
     assert answer.status_code == 202

@@ -13,7 +13,7 @@ import socket
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -163,6 +163,8 @@ class SmtpSink:
     refuse: dict[str, str] = field(default_factory=dict)  # recipient -> "451 ..." / "550 ..."
     lock: threading.Lock = field(default_factory=threading.Lock)
     delay: float = 0.0
+    # Called as each message arrives, before the server accepts it (on the server's thread).
+    on_data: Callable[[], None] | None = None
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
         answer = self.refuse.get(address)
@@ -176,6 +178,8 @@ class SmtpSink:
             import asyncio
 
             await asyncio.sleep(self.delay)  # a slow server, so a test can kill a worker mid-batch
+        if self.on_data is not None:
+            self.on_data()
         data = envelope.original_content or envelope.content
         msg = message_from_bytes(data, policy=default_policy)
         with self.lock:

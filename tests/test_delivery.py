@@ -6,13 +6,13 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlmodel import select
+from sqlmodel import func, select
 
 from course import delivery
 from course import enrollment as verbs
 from course.db import engine_for, session_scope
 from course.mailer import Mailer, SmtpTarget
-from course.models import Delivery, Enrollment, Subscriber
+from course.models import Delivery, DeliveryStatus, Enrollment, Subscriber
 from course.tokens import Purpose, read_token
 from tests.conftest import confirm_link
 
@@ -194,6 +194,38 @@ def test_a_large_backlog_is_handed_out_claim_by_claim_each_after_its_commit(
     assert all(len(lessons_to(smtp, f"backlog{n}@example.org")) == 2 for n in range(5))
 
 
+def test_each_accepted_lesson_is_recorded_before_the_server_can_accept_the_next(
+    settings, clock, smtp, deliver, mini_course
+):
+    """The exactly-once window: a worker killed at any moment leaves at most one message that
+    the server accepted and the database does not know was sent."""
+    for n in range(6):
+        signup(settings, clock, deliver, smtp, f"window{n}@example.org")
+    deliver()
+    clock.advance(days=30)  # lesson 2 is due for all six
+    engine = engine_for(settings.database_url)
+    recorded_when_accepting: list[int] = []
+
+    def count_recorded() -> None:
+        with session_scope(engine) as session:
+            recorded_when_accepting.append(
+                session.exec(
+                    select(func.count())
+                    .select_from(Delivery)
+                    .where(Delivery.position == 2, Delivery.status == DeliveryStatus.SENT)
+                ).one()
+            )
+
+    smtp.on_data = count_recorded
+    [batch] = delivery.tick(engine, settings, clock)
+    mailer = Mailer(SmtpTarget.from_url(settings.smtp_url))
+    result = delivery.send_batch(engine, settings, clock, mailer, batch)
+    mailer.close()
+    # As the server takes in lesson k, the k lessons it accepted before are all recorded.
+    assert recorded_when_accepting == [0, 1, 2, 3, 4, 5]
+    assert len(result.sent) == 6
+
+
 def test_work_lost_by_the_broker_is_handed_out_again_after_the_lease(
     settings, clock, smtp, deliver, mini_course
 ):
@@ -301,3 +333,18 @@ def test_export_and_erase_a_persons_data(settings, clock, smtp, deliver, mini_co
     clock.advance(days=10)
     deliver()
     assert len(smtp.to("me@example.org")) == 2
+
+
+def test_if_recording_the_last_message_fails_the_next_one_is_not_handed_over(settings, smtp):
+    mailer = Mailer(SmtpTarget.from_url(settings.smtp_url))
+
+    def database_gone() -> None:
+        raise RuntimeError("database gone")
+
+    with pytest.raises(RuntimeError, match="database gone"):
+        mailer.start(
+            b"Subject: first\r\n\r\nbody\r\n", "a@homeward.test", "c@example.org", database_gone
+        )
+    mailer.send(b"Subject: second\r\n\r\nbody\r\n", "a@homeward.test", "d@example.org")
+    mailer.close()
+    assert [m["Subject"] for m in smtp.received] == ["second"]  # the server dropped the first

@@ -228,6 +228,20 @@ def unsubscribe(session: Session, clock: Clock, enrollment_id: int) -> Subscribe
     return session.get(Subscriber, enrollment.subscriber_id)
 
 
+def email_of(session: Session, enrollment_id: int) -> str:
+    """The address behind an enrollment, for the reader's own links (unsubscribe, their data)."""
+    email = session.exec(
+        select(Subscriber.email)
+        .join(Enrollment, Enrollment.subscriber_id == Subscriber.id)  # type: ignore[arg-type]
+        .where(Enrollment.id == enrollment_id)
+    ).first()
+    if email is None:
+        raise TokenInvalid(
+            "This link is no longer valid. You can sign up again on our home page.", "link_gone"
+        )
+    return email
+
+
 def export(session: Session, email: str) -> dict[str, Any] | None:
     """Everything stored about one address, as plain data."""
     subscriber = session.exec(select(Subscriber).where(Subscriber.email == email.lower())).first()

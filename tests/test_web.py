@@ -151,6 +151,43 @@ def test_one_click_unsubscribe_stops_everything_at_once(client, settings, clock,
     assert len(smtp.to("c@example.org")) == 2  # confirmation + lesson 1, nothing after
 
 
+def test_a_reader_can_see_download_and_erase_their_data_from_any_email(
+    client, settings, clock, smtp, deliver
+):
+    client.post("/enroll", json={"email": "Mine@Example.org", "first_name": "Ana"})
+    deliver()
+    client.get(confirm_link(smtp.to("mine@example.org")[0]))
+    deliver()
+    unsubscribe = unsubscribe_link(smtp.to("mine@example.org")[-1])
+    mine = "/my-data/" + unsubscribe.rsplit("/", 1)[1]
+    assert f'href="{mine}"' in client.get(unsubscribe).text  # the way in, from every email
+
+    page = client.get(mine)
+    assert page.status_code == 200
+    assert "mine@example.org" in page.text and "Ana" in page.text and "2 emails" in page.text
+    assert enrollments(settings)[0].status == "active"  # looking changes nothing
+
+    download = client.get(f"{mine}/download")
+    assert download.status_code == 200
+    assert "attachment" in download.headers["content-disposition"]
+    copy = download.json()
+    assert copy["email"] == "mine@example.org" and copy["first_name"] == "Ana"
+    assert [e["kind"] for e in copy["enrollments"][0]["emails"]] == ["confirm", "lesson"]
+
+    erased = client.post(f"{mine}/erase")
+    assert erased.status_code == 200 and "Your data is erased" in erased.text
+    with session_scope(engine_for(settings.database_url)) as session:
+        assert session.exec(select(Subscriber)).all() == []
+        assert session.exec(select(Enrollment)).all() == []
+    clock.advance(days=30)
+    deliver()
+    assert len(smtp.to("mine@example.org")) == 2  # nothing more, ever
+    gone = client.get(mine)
+    assert gone.status_code == 400 and "no longer valid" in gone.text
+    assert client.get(f"{mine}/download").status_code == 400
+    assert client.get(mine[:-3] + "abc").status_code == 400  # a tampered link
+
+
 def test_health_checks_database_and_redis(client):
     answer = client.get("/health")
     assert answer.status_code == 200
@@ -337,6 +374,8 @@ def test_a_spanish_signup_gets_a_spanish_email_and_spanish_pages(
     done = bilingual.post(path, headers=ENGLISH)
     assert "Se dio de baja" in done.text and "1-800-662-4357" in done.text
     assert "You are unsubscribed" in bilingual.post(f"{path}?lang=en").text
+    mine = bilingual.get("/my-data/" + path.rsplit("/", 1)[1], headers=ENGLISH)
+    assert "Lo que guardamos sobre usted" in mine.text and "Borrar mis datos" in mine.text
 
 
 def test_a_reader_who_skips_the_substance_question_gets_the_not_sure_wording(

@@ -243,6 +243,37 @@ def create_app(
             verbs.unsubscribe(session, clock, enrollment_id)
         return page(request, "unsubscribe.html", locale=locale, token=token, done=True)
 
+    # A reader's own data, reached from the unsubscribe page that every email links to. The
+    # unsubscribe token is the key: whoever holds it can already end the subscription.
+    @app.get("/my-data/{token}", response_class=HTMLResponse)
+    def my_data_page(request: Request, token: str) -> HTMLResponse:
+        enrollment_id = read_token(settings.secret_key, Purpose.UNSUBSCRIBE, token, clock=clock)
+        with session_scope(engine) as session:
+            data = verbs.export(session, verbs.email_of(session, enrollment_id))
+        locale = course_locale(engine, enrollment_id)
+        return page(request, "my_data.html", locale=locale, token=token, data=data, erased=False)
+
+    @app.get("/my-data/{token}/download")
+    def my_data_download(token: str) -> Response:
+        enrollment_id = read_token(settings.secret_key, Purpose.UNSUBSCRIBE, token, clock=clock)
+        with session_scope(engine) as session:
+            data = verbs.export(session, verbs.email_of(session, enrollment_id))
+        return JSONResponse(
+            data,
+            headers={
+                "Content-Disposition": 'attachment; filename="homeward-my-data.json"',
+                "Cache-Control": "no-store",
+            },
+        )
+
+    @app.post("/my-data/{token}/erase", response_class=HTMLResponse)
+    def my_data_erase(request: Request, token: str) -> HTMLResponse:
+        enrollment_id = read_token(settings.secret_key, Purpose.UNSUBSCRIBE, token, clock=clock)
+        locale = course_locale(engine, enrollment_id)  # read before the rows are gone
+        with session_scope(engine) as session:
+            verbs.erase(session, verbs.email_of(session, enrollment_id))
+        return page(request, "my_data.html", locale=locale, token=token, data=None, erased=True)
+
     @app.get("/stage/{token}", response_class=HTMLResponse)
     def stage_page(request: Request, token: str) -> HTMLResponse:
         """Asks first: a link preview or a mail scanner following the link changes nothing."""

@@ -529,6 +529,9 @@ class _Recorder:
     def _connection(self) -> Connection:  # only ever called on the thread
         if self._conn is None:
             conn = self._resources.enter_context(self._engine.connect())
+            if conn.dialect.name == "postgresql":
+                # Each write is a single statement (record_sent): no BEGIN and COMMIT round trips.
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             self._conn = self._resources.enter_context(polling_locks(conn))
         return self._conn
 
@@ -674,6 +677,14 @@ _COMPLETE = (
 )
 
 
+# On PostgreSQL, the enrollment's update with marking the delivery sent folded into it as a
+# data-modifying WITH: it runs whether or not the outer statement reads it, in the same statement.
+_AFTER_MARKING_SENT = {
+    id(then): then.add_cte(_MARK_SENT.returning(Delivery.id).cte("sent"))
+    for then in (_ADVANCE, _ADVANCE_OR_JUMP, _COMPLETE)
+}
+
+
 def record_sent(
     conn: Connection,
     settings: Settings,
@@ -709,6 +720,10 @@ def record_sent(
             else:
                 writes.append((_ADVANCE, {**where, "e_next": position + 1, "e_due": due}))
     dialect = conn.dialect
+    if len(writes) == 2 and dialect.name == "postgresql":
+        # One statement, so one round trip to the server in autocommit (see _Recorder).
+        (_, sent_values), (then, values) = writes
+        writes = [(_AFTER_MARKING_SENT[id(then)], {**sent_values, **values})]
     prepared = [(raw_statement(stmt, dialect), values) for stmt, values in writes]
     with raw_transaction(conn) as cursor:
         for statement, values in prepared:

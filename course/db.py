@@ -164,7 +164,8 @@ def _begin_polling(cursor: DBAPICursor) -> None:
             cursor.execute("BEGIN IMMEDIATE")
             return
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > give_up:
+            # The primary code: SQLITE_BUSY_RECOVERY and _SNAPSHOT are worth waiting out too.
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > give_up:
                 raise
         time.sleep(pause)
         pause = min(pause * 1.5, 0.005)

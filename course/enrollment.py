@@ -248,10 +248,12 @@ def export(session: Session, email: str) -> dict[str, Any] | None:
     if subscriber is None:
         return None
     enrollments = session.exec(
-        select(Enrollment).where(Enrollment.subscriber_id == subscriber.id)
+        select(Enrollment).where(Enrollment.subscriber_id == subscriber.id).order_by(Enrollment.id)  # type: ignore[arg-type]
     ).all()
     deliveries = session.exec(
-        select(Delivery).where(Delivery.enrollment_id.in_([e.id for e in enrollments]))  # type: ignore[attr-defined]
+        select(Delivery)
+        .where(Delivery.enrollment_id.in_([e.id for e in enrollments]))  # type: ignore[attr-defined]
+        .order_by(Delivery.id)  # type: ignore[arg-type]
     ).all()
 
     def iso(value: datetime | None) -> str | None:

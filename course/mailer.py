@@ -166,6 +166,9 @@ class Mailer:
                 self._envelope(conn, len(message), sender, recipient)
             except (OSError, smtplib.SMTPException) as exc:
                 raise self._failure(exc, recipient) from exc
+            except BaseException:
+                self._drop()  # interrupted mid-exchange, as in finish()
+                raise
             if pending is not None:
                 call, pending = pending, None
                 try:
@@ -200,6 +203,11 @@ class Mailer:
                 raise smtplib.SMTPDataError(code, resp)
         except (OSError, smtplib.SMTPException) as exc:
             raise self._failure(exc, recipient) from exc
+        except BaseException:
+            # Interrupted (a time limit, a signal) with the reply unread: the next command
+            # would read it as its own answer. Nobody can use this connection any more.
+            self._drop()
+            raise
 
     def _envelope(self, conn: smtplib.SMTP, size: int, sender: str, recipient: str) -> None:
         # smtplib's sendmail() for one recipient, up to the server's go-ahead for the data.

@@ -55,7 +55,7 @@ def _compile_layout(source: str, html: bool) -> Template:
 class Persona:
     first_name: str = ""
     relationship: str = "other"
-    substance: str = "opioids"
+    substance: str = "unsure"
 
     def as_context(self) -> dict[str, str]:
         return {

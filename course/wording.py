@@ -60,8 +60,8 @@ def _load(path_name: str, _mtime: int) -> tuple[Avoid, ...]:
                 f"{path}:{number}: write the words to avoid, then '->', then what to say instead"
             )
             continue
-        # A typed apostrophe stands for a curly one too: "she's" and "she’s".
-        body = r"\s+".join(re.escape(w).replace("'", "['’]") for w in words)
+        # Either apostrophe matches either: "she's" and "she’s".
+        body = r"\s+".join(re.sub("['’]", "['’]", re.escape(w)) for w in words)
         entries.append(
             Avoid(
                 phrase=" ".join(words),

@@ -38,6 +38,7 @@ from sqlmodel import Session
 
 from course.clock import Clock
 from course.db import is_sqlite, polling_locks, raw_statement, raw_transaction
+from course.enrollment import DATA_LINK_TTL
 from course.mailer import ConnectionProblem, Mailer, PermanentError, SendError, TransientError
 from course.message import BodyTemplate, build_encoded, new_message_id
 from course.models import (
@@ -298,6 +299,8 @@ def _sendable(job: Job) -> bool:
         return False
     if job.delivery.kind == DeliveryKind.CONFIRM:
         return job.enrollment.status == EnrollmentStatus.PENDING
+    if job.delivery.kind == DeliveryKind.DATA:
+        return True  # asked for just now, whatever the course's state
     return job.enrollment.status == EnrollmentStatus.ACTIVE and job.lesson is not None
 
 
@@ -332,11 +335,12 @@ _NAME = "\ue000first-name\ue001"
 _UNSUBSCRIBE = "https://homeward.invalid/unsubscribe-url-stand-in"
 _CONFIRM = "https://homeward.invalid/confirm-url-stand-in"
 _STAGE = "https://homeward.invalid/stage-url-stand-in"
+_DATA = "https://homeward.invalid/data-url-stand-in"
 
 
 # One pass over a rendered text finds every stand-in; the capturing group keeps them in the split.
 _STAND_INS = re.compile(
-    "(" + "|".join(re.escape(x) for x in (_NAME, _UNSUBSCRIBE, _CONFIRM, _STAGE)) + ")"
+    "(" + "|".join(re.escape(x) for x in (_NAME, _UNSUBSCRIBE, _CONFIRM, _STAGE, _DATA)) + ")"
 )
 
 
@@ -357,7 +361,7 @@ class _Variant:
 
 
 class Composer:
-    """Renders the email for a job: the lesson, or the confirmation request."""
+    """Renders the email for a job: the lesson, the confirmation request or the data link."""
 
     def __init__(self, settings: Settings, clock: Clock) -> None:
         self.settings = settings
@@ -383,12 +387,16 @@ class Composer:
                 sender_name=job.version.sender_name,
                 locale=job.version.locale,
             )
-        return confirm_content(self.layout_dir, job.version)
+        return layout_content(self.layout_dir, job.version, job.delivery.kind)
 
     def _key(self, job: Job, stage: bool) -> tuple[Any, ...]:
         # Everything the rendered text depends on except the per-person parts (stand-ins).
         subscriber = job.subscriber
-        what = ("lesson", job.lesson.id) if job.lesson is not None else ("confirm", job.version.id)
+        what = (
+            ("lesson", job.lesson.id)
+            if job.lesson is not None
+            else (job.delivery.kind, job.version.id)
+        )
         return (
             *what,
             bool(subscriber.first_name),
@@ -416,6 +424,8 @@ class Composer:
             )
             extra = {
                 "confirm_url": _CONFIRM,
+                "data_url": _DATA,
+                "data_link_hours": int(DATA_LINK_TTL.total_seconds() // 3600),
                 "sequence_title": job.version.title,
                 "confirm_days": self.settings.confirm_ttl_days,
             }
@@ -430,9 +440,15 @@ class Composer:
         enrollment_id: int = job.enrollment.id  # type: ignore[assignment]
         tokens = self._tokens
         unsubscribe_url = self.link("/unsubscribe/" + tokens[Purpose.UNSUBSCRIBE](enrollment_id))
+        kind = job.delivery.kind
         confirm_url = (
             self.link("/confirm/" + tokens[Purpose.CONFIRM](enrollment_id))
-            if job.lesson is None
+            if kind == DeliveryKind.CONFIRM
+            else ""
+        )
+        data_url = (
+            self.link("/my-data/" + tokens[Purpose.DATA](enrollment_id))
+            if kind == DeliveryKind.DATA
             else ""
         )
         stage = job.offers_stage_switch
@@ -443,6 +459,7 @@ class Composer:
             _UNSUBSCRIBE: unsubscribe_url,
             _CONFIRM: confirm_url,
             _STAGE: stage_url,
+            _DATA: data_url,
         }
         if variant.stray or any("\ue000" in plain[k] for k in variant.checked):
             raise RuntimeError("a lesson transformed the first name; it cannot be personalized")
@@ -460,13 +477,14 @@ class Composer:
         )
 
 
-def confirm_content(layout_dir: Any, version: SequenceVersion) -> Content:
+def layout_content(layout_dir: Any, version: SequenceVersion, kind: str) -> Content:
+    """A service email from the layout folder (`confirm.md`, `data.md`), in the course's language."""
     from course.lessons import split_front_matter
 
-    name = "confirm.md" if version.locale == "en" else f"confirm.{version.locale}.md"
+    name = f"{kind}.md" if version.locale == "en" else f"{kind}.{version.locale}.md"
     path = layout_dir / name
     if not path.exists():
-        path = layout_dir / "confirm.md"
+        path = layout_dir / f"{kind}.md"
     data, body, _ = split_front_matter(path.read_text(encoding="utf-8"), path)
     return Content(
         subject=data["subject"],

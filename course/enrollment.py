@@ -31,6 +31,8 @@ from course.settings import Settings
 NAME_RE = re.compile(r"^[^\W\d_](?:[^\W\d_]|[ .'\-])*$")
 # A second confirmation email for the same enrollment is not sent sooner than this.
 CONFIRM_RESEND_AFTER = timedelta(minutes=5)
+# How long an emailed link to a reader's own data works.
+DATA_LINK_TTL = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -149,25 +151,42 @@ def enroll(session: Session, settings: Settings, clock: Clock, req: EnrollReques
         enrollment.next_due_at = None
         enrollment.confirmed_at = None
         enrollment.ended_at = None
+    return _throttled_delivery(session, settings, enrollment.id, DeliveryKind.CONFIRM, now)  # type: ignore[arg-type]
+
+
+def _throttled_delivery(
+    session: Session, settings: Settings, enrollment_id: int, kind: DeliveryKind, now: datetime
+) -> list[int]:
+    """A new email of `kind` for the enrollment, unless one went out in the last few minutes:
+    someone pressing the button again must not flood the inbox."""
     last = session.exec(
         select(func.max(Delivery.position), func.max(Delivery.created_at)).where(
-            Delivery.enrollment_id == enrollment.id, Delivery.kind == DeliveryKind.CONFIRM
+            Delivery.enrollment_id == enrollment_id, Delivery.kind == kind
         )
     ).one()
     count, last_at = last[0] or 0, last[1]
     if last_at is not None and now - as_utc(last_at) < CONFIRM_RESEND_AFTER:
         return []
     delivery = Delivery(
-        enrollment_id=enrollment.id,  # type: ignore[arg-type]
-        kind=DeliveryKind.CONFIRM,
+        enrollment_id=enrollment_id,
+        kind=kind,
         position=count + 1,
-        message_id=new_message_id("confirm", enrollment.id, count + 1, settings.message_domain),  # type: ignore[arg-type]
+        message_id=new_message_id(kind.value, enrollment_id, count + 1, settings.message_domain),
         created_at=now,
         lease_until=now + timedelta(seconds=settings.lease_seconds),
     )
     session.add(delivery)
     session.flush()
     return [delivery.id]  # type: ignore[list-item]
+
+
+def request_data_link(
+    session: Session, settings: Settings, clock: Clock, enrollment_id: int
+) -> list[int]:
+    """Email the reader a short-lived link to see, download or erase their data. The link goes
+    only to the address on file, never to whoever holds a forwarded email."""
+    email_of(session, enrollment_id)  # refuses a link whose reader is gone
+    return _throttled_delivery(session, settings, enrollment_id, DeliveryKind.DATA, clock.now())
 
 
 def _apply_profile(subscriber: Subscriber, req: EnrollRequest) -> None:

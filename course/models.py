@@ -27,6 +27,7 @@ class EnrollmentStatus(StrEnum):
 class DeliveryKind(StrEnum):
     CONFIRM = "confirm"
     LESSON = "lesson"
+    DATA = "data"  # a link to the reader's own data, sent when they ask for it
 
 
 class DeliveryStatus(StrEnum):

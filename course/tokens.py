@@ -19,6 +19,7 @@ class Purpose(StrEnum):
     CONFIRM = "confirm"
     UNSUBSCRIBE = "unsubscribe"
     STAGE = "stage"
+    DATA = "data"  # a reader's own data: short-lived, sent only on request to their address
 
 
 def _serializer(secret_key: str, purpose: Purpose, clock: Clock) -> URLSafeTimedSerializer:

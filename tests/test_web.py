@@ -151,7 +151,12 @@ def test_one_click_unsubscribe_stops_everything_at_once(client, settings, clock,
     assert len(smtp.to("c@example.org")) == 2  # confirmation + lesson 1, nothing after
 
 
-def test_a_reader_can_see_download_and_erase_their_data_from_any_email(
+def data_link(message) -> str:
+    text_part = message.get_body(preferencelist=("plain",)).get_content()
+    return re.search(r"https://homeward\.test(/my-data/[\w.\-]+)", text_part).group(1)
+
+
+def test_a_reader_gets_a_private_link_to_see_download_and_erase_their_data(
     client, settings, clock, smtp, deliver
 ):
     client.post("/enroll", json={"email": "Mine@Example.org", "first_name": "Ana"})
@@ -159,33 +164,56 @@ def test_a_reader_can_see_download_and_erase_their_data_from_any_email(
     client.get(confirm_link(smtp.to("mine@example.org")[0]))
     deliver()
     unsubscribe = unsubscribe_link(smtp.to("mine@example.org")[-1])
-    mine = "/my-data/" + unsubscribe.rsplit("/", 1)[1]
-    assert f'href="{mine}"' in client.get(unsubscribe).text  # the way in, from every email
+    token = unsubscribe.rsplit("/", 1)[1]
+    assert f'action="/my-data/{token}/link"' in client.get(unsubscribe).text  # from every email
+    # The unsubscribe link (in every email, maybe forwarded) does not open the data itself.
+    assert client.get(f"/my-data/{token}").status_code == 400
+
+    asked = client.post(f"/my-data/{token}/link")
+    assert asked.status_code == 200 and "Please check your email" in asked.text
+    client.post(f"/my-data/{token}/link")  # pressed twice: still one email
+    deliver()
+    [email] = [m for m in smtp.to("mine@example.org") if "your data" in m["Subject"]]
+    mine = data_link(email)
+    assert enrollments(settings)[0].status == "active"  # asking changes nothing
 
     page = client.get(mine)
-    assert page.status_code == 200
-    assert "mine@example.org" in page.text and "Ana" in page.text and "2 emails" in page.text
-    assert enrollments(settings)[0].status == "active"  # looking changes nothing
-
+    assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
+    assert "mine@example.org" in page.text and "Ana" in page.text and "3 emails" in page.text
     download = client.get(f"{mine}/download")
-    assert download.status_code == 200
     assert "attachment" in download.headers["content-disposition"]
     copy = download.json()
     assert copy["email"] == "mine@example.org" and copy["first_name"] == "Ana"
-    assert [e["kind"] for e in copy["enrollments"][0]["emails"]] == ["confirm", "lesson"]
+    assert [e["kind"] for e in copy["enrollments"][0]["emails"]] == ["confirm", "lesson", "data"]
 
     erased = client.post(f"{mine}/erase")
     assert erased.status_code == 200 and "Your data is erased" in erased.text
+    assert "Your data is erased" in client.post(f"{mine}/erase").text  # a second press
     with session_scope(engine_for(settings.database_url)) as session:
         assert session.exec(select(Subscriber)).all() == []
         assert session.exec(select(Enrollment)).all() == []
-    clock.advance(days=30)
-    deliver()
-    assert len(smtp.to("mine@example.org")) == 2  # nothing more, ever
     gone = client.get(mine)
     assert gone.status_code == 400 and "no longer valid" in gone.text
-    assert client.get(f"{mine}/download").status_code == 400
+    clock.advance(days=30)
+    deliver()
+    assert len(smtp.to("mine@example.org")) == 3  # nothing more, ever
     assert client.get(mine[:-3] + "abc").status_code == 400  # a tampered link
+
+
+def test_the_data_link_expires_after_a_day(client, settings, clock, smtp, deliver):
+    client.post("/enroll", json={"email": "late@example.org"})
+    deliver()
+    client.get(confirm_link(smtp.to("late@example.org")[0]))
+    deliver()
+    token = unsubscribe_link(smtp.to("late@example.org")[-1]).rsplit("/", 1)[1]
+    client.post(f"/my-data/{token}/link")
+    deliver()
+    mine = data_link(smtp.to("late@example.org")[-1])
+    clock.advance(hours=25)
+    late = client.get(mine)
+    assert late.status_code == 410 and "expired" in late.text
+    assert client.post(f"{mine}/erase").status_code == 410
+    assert enrollments(settings)  # nothing was erased
 
 
 def test_health_checks_database_and_redis(client):
@@ -374,7 +402,12 @@ def test_a_spanish_signup_gets_a_spanish_email_and_spanish_pages(
     done = bilingual.post(path, headers=ENGLISH)
     assert "Se dio de baja" in done.text and "1-800-662-4357" in done.text
     assert "You are unsubscribed" in bilingual.post(f"{path}?lang=en").text
-    mine = bilingual.get("/my-data/" + path.rsplit("/", 1)[1], headers=ENGLISH)
+    asked = bilingual.post("/my-data/" + path.rsplit("/", 1)[1] + "/link", headers=ENGLISH)
+    assert "Por favor, revise su correo" in asked.text
+    deliver()
+    email = smtp.to("abuela@example.org")[-1]
+    assert email["Subject"] == "Su enlace para ver o borrar sus datos"
+    mine = bilingual.get(data_link(email), headers=ENGLISH)
     assert "Lo que guardamos sobre usted" in mine.text and "Borrar mis datos" in mine.text
 
 

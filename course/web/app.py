@@ -21,7 +21,7 @@ from course.clock import Clock, SystemClock
 from course.db import engine_for, session_scope
 from course.errors import CourseError, InvalidInput, TokenInvalid
 from course.lessons import latest_version, published
-from course.models import Enrollment, EnrollmentStatus, SequenceVersion
+from course.models import Enrollment, EnrollmentStatus, SequenceVersion, Subscriber
 from course.queue import enqueue_sends, kick_tick
 from course.settings import Settings, get_settings
 from course.tokens import Purpose, make_token, read_token
@@ -243,36 +243,68 @@ def create_app(
             verbs.unsubscribe(session, clock, enrollment_id)
         return page(request, "unsubscribe.html", locale=locale, token=token, done=True)
 
-    # A reader's own data, reached from the unsubscribe page that every email links to. The
-    # unsubscribe token is the key: whoever holds it can already end the subscription.
-    @app.get("/my-data/{token}", response_class=HTMLResponse)
-    def my_data_page(request: Request, token: str) -> HTMLResponse:
+    # A reader's own data. The unsubscribe page (linked from every email) only asks for a link;
+    # the link itself is emailed to the address on file and works for a day, so a forwarded
+    # lesson or a mail scanner holding the unsubscribe link cannot open the reader's answers.
+    data_ttl = int(verbs.DATA_LINK_TTL.total_seconds())
+    private = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+    @app.post("/my-data/{token}/link", response_class=HTMLResponse)
+    def my_data_link(request: Request, token: str) -> HTMLResponse:
         enrollment_id = read_token(settings.secret_key, Purpose.UNSUBSCRIBE, token, clock=clock)
         with session_scope(engine) as session:
-            data = verbs.export(session, verbs.email_of(session, enrollment_id))
+            ids = verbs.request_data_link(session, settings, clock, enrollment_id)
+        enqueue([ids])  # after commit: the worker must find the row
         locale = course_locale(engine, enrollment_id)
-        return page(request, "my_data.html", locale=locale, token=token, data=data, erased=False)
+        return page(request, "my_data.html", locale=locale, state="link_sent")
+
+    def _data_reader(token: str) -> int:
+        return read_token(settings.secret_key, Purpose.DATA, token, data_ttl, clock)
+
+    @app.get("/my-data/{token}", response_class=HTMLResponse)
+    def my_data_page(request: Request, token: str) -> HTMLResponse:
+        enrollment_id = _data_reader(token)
+        with session_scope(engine) as session:
+            data = verbs.export(session, verbs.email_of(session, enrollment_id))
+        answer = page(
+            request,
+            "my_data.html",
+            locale=course_locale(engine, enrollment_id),
+            state="show",
+            token=token,
+            data=data,
+        )
+        answer.headers.update(private)
+        return answer
 
     @app.get("/my-data/{token}/download")
     def my_data_download(token: str) -> Response:
-        enrollment_id = read_token(settings.secret_key, Purpose.UNSUBSCRIBE, token, clock=clock)
+        enrollment_id = _data_reader(token)
         with session_scope(engine) as session:
             data = verbs.export(session, verbs.email_of(session, enrollment_id))
         return JSONResponse(
             data,
             headers={
                 "Content-Disposition": 'attachment; filename="homeward-my-data.json"',
-                "Cache-Control": "no-store",
+                **private,
             },
         )
 
     @app.post("/my-data/{token}/erase", response_class=HTMLResponse)
     def my_data_erase(request: Request, token: str) -> HTMLResponse:
-        enrollment_id = read_token(settings.secret_key, Purpose.UNSUBSCRIBE, token, clock=clock)
+        enrollment_id = _data_reader(token)
         locale = course_locale(engine, enrollment_id)  # read before the rows are gone
         with session_scope(engine) as session:
-            verbs.erase(session, verbs.email_of(session, enrollment_id))
-        return page(request, "my_data.html", locale=locale, token=token, data=None, erased=True)
+            subscriber = session.scalars(
+                select(Subscriber)
+                .join(Enrollment, Enrollment.subscriber_id == Subscriber.id)  # type: ignore[arg-type]
+                .where(Enrollment.id == enrollment_id)
+            ).first()
+            if subscriber is not None:  # pressed twice: already gone, say so again
+                verbs.erase(session, subscriber.email)
+        answer = page(request, "my_data.html", locale=locale, state="erased")
+        answer.headers.update(private)
+        return answer
 
     @app.get("/stage/{token}", response_class=HTMLResponse)
     def stage_page(request: Request, token: str) -> HTMLResponse:

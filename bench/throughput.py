@@ -158,7 +158,7 @@ def main() -> None:
         "COURSE_BASE_URL": "https://homeward.bench",
         "COURSE_SECRET_KEY": "bench-secret-key-0123456789",
         "COURSE_POSTAL_ADDRESS": "Homeward, 1 Bench Street",
-        "COURSE_SEND_BATCH": os.environ.get("BENCH_SEND_BATCH", "200"),
+        "COURSE_SEND_BATCH": "200",
         "COURSE_CLAIM_BATCH": "5000",
     }
     os.environ.update(env)

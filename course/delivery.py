@@ -264,9 +264,9 @@ def claim_batch(
         return list(session.execute(stmt).scalars())
 
 
-def load_jobs(session: Session, ids: list[int]) -> list[Job]:
+def load_jobs(session: Session, ids: list[int]) -> tuple[list[Job], LessonPlan]:
     """Everything needed to render and send a batch: one query for the readers, one each for
-    the few sequence versions and lessons they share."""
+    the few sequence versions and lessons they share (whose shape is the batch's plan)."""
     stmt = (
         select(*_JOB_COLUMNS)
         .join(Enrollment, Enrollment.id == Delivery.enrollment_id)  # type: ignore[arg-type]
@@ -274,24 +274,36 @@ def load_jobs(session: Session, ids: list[int]) -> list[Job]:
         .where(Delivery.id.in_(ids))  # type: ignore[union-attr]
         .order_by(Delivery.id)
     )
-    rows = session.execute(stmt).all()
-    version_ids = {row[_D + 2] for row in rows}
+    rows = [
+        (DeliveryRow(*row[:_D]), EnrollmentRow(*row[_D:_E]), SubscriberRow(*row[_E:]))
+        for row in session.execute(stmt)
+    ]
+    version_ids = {e.version_id for _, e, _ in rows}
     versions = {
         v.id: v
         for v in session.scalars(
             select(SequenceVersion).where(SequenceVersion.id.in_(version_ids))  # type: ignore[union-attr]
         )
     }
-    lessons = {
-        (lesson.version_id, lesson.position): lesson
-        for lesson in session.scalars(select(Lesson).where(Lesson.version_id.in_(version_ids)))  # type: ignore[attr-defined]
-    }
-    jobs = []
-    for row in rows:
-        d, e, s = DeliveryRow(*row[:_D]), EnrollmentRow(*row[_D:_E]), SubscriberRow(*row[_E:])
-        lesson = lessons.get((e.version_id, d.position)) if d.kind == DeliveryKind.LESSON else None
-        jobs.append(Job(d, e, s, versions[e.version_id], lesson))
-    return jobs
+    lessons = session.scalars(
+        select(Lesson)
+        .where(Lesson.version_id.in_(version_ids))  # type: ignore[attr-defined]
+        .order_by(Lesson.version_id, Lesson.position)  # type: ignore[arg-type]
+    ).all()
+    plan = LessonPlan.of(lessons)
+    by_position = {(lesson.version_id, lesson.position): lesson for lesson in lessons}
+    jobs = [
+        Job(
+            d,
+            e,
+            s,
+            versions[e.version_id],
+            by_position.get((e.version_id, d.position)) if d.kind == DeliveryKind.LESSON else None,
+            plan.aftercare_after(e.version_id, d.position),
+        )
+        for d, e, s in rows
+    ]
+    return jobs, plan
 
 
 def _sendable(job: Job) -> bool:
@@ -312,17 +324,15 @@ class LessonPlan:
     aftercare: dict[int, list[int]]  # version id -> positions of its aftercare lessons
 
     @classmethod
-    def load(cls, session: Session, version_ids: set[int]) -> LessonPlan:
-        rows = session.execute(
-            select(Lesson.version_id, Lesson.position, Lesson.delay_days, Lesson.module)
-            .where(Lesson.version_id.in_(version_ids))  # type: ignore[attr-defined]
-            .order_by(Lesson.version_id, Lesson.position)
-        ).all()
+    def of(cls, lessons: Iterable[Lesson]) -> LessonPlan:
+        """The plan of these lessons, given in version and position order."""
+        delays: dict[tuple[int, int], int] = {}
         aftercare: dict[int, list[int]] = {}
-        for v, p, _, module in rows:
-            if module == "aftercare":
-                aftercare.setdefault(v, []).append(p)
-        return cls(delays={(v, p): d for v, p, d, _ in rows}, aftercare=aftercare)
+        for lesson in lessons:
+            delays[(lesson.version_id, lesson.position)] = lesson.delay_days
+            if lesson.module == "aftercare":
+                aftercare.setdefault(lesson.version_id, []).append(lesson.position)
+        return cls(delays=delays, aftercare=aftercare)
 
     def aftercare_after(self, version_id: int, position: int) -> int | None:
         """The first aftercare lesson after `position`, if there is one."""
@@ -512,11 +522,8 @@ def send_batch(
         return result
     composer = composer or Composer(settings, clock)
     with Session(engine, expire_on_commit=False) as session:
-        jobs = load_jobs(session, claimed)
-        plan = LessonPlan.load(session, {j.enrollment.version_id for j in jobs})
+        jobs, plan = load_jobs(session, claimed)
         session.commit()  # end the read (and SQLite's write lock) before talking to SMTP
-    for job in jobs:
-        job.aftercare_from = plan.aftercare_after(job.enrollment.version_id, job.delivery.position)
     cancel = [j.delivery.id for j in jobs if not _sendable(j)]
     if cancel:
         _finish(engine, cancel, owner, DeliveryStatus.CANCELLED, clock.now(), None)
@@ -547,9 +554,6 @@ class _Recorder:
     def _connection(self) -> Connection:  # only ever called on the thread
         if self._conn is None:
             conn = self._resources.enter_context(self._engine.connect())
-            if conn.dialect.name == "postgresql":
-                # Each write is a single statement (record_sent): no BEGIN and COMMIT round trips.
-                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             self._conn = self._resources.enter_context(polling_locks(conn))
         return self._conn
 
@@ -695,14 +699,6 @@ _COMPLETE = (
 )
 
 
-# On PostgreSQL, the enrollment's update with marking the delivery sent folded into it as a
-# data-modifying WITH: it runs whether or not the outer statement reads it, in the same statement.
-_AFTER_MARKING_SENT = {
-    id(then): then.add_cte(_MARK_SENT.returning(Delivery.id).cte("sent"))
-    for then in (_ADVANCE, _ADVANCE_OR_JUMP, _COMPLETE)
-}
-
-
 def record_sent(
     conn: Connection,
     settings: Settings,
@@ -738,10 +734,6 @@ def record_sent(
             else:
                 writes.append((_ADVANCE, {**where, "e_next": position + 1, "e_due": due}))
     dialect = conn.dialect
-    if len(writes) == 2 and dialect.name == "postgresql":
-        # One statement, so one round trip to the server in autocommit (see _Recorder).
-        (_, sent_values), (then, values) = writes
-        writes = [(_AFTER_MARKING_SENT[id(then)], {**sent_values, **values})]
     prepared = [(raw_statement(stmt, dialect), values) for stmt, values in writes]
     with raw_transaction(conn) as cursor:
         for statement, values in prepared:

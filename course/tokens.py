@@ -35,15 +35,14 @@ def _serializer(secret_key: str, purpose: Purpose, clock: Clock) -> URLSafeTimed
 def make_token(
     secret_key: str, purpose: Purpose, enrollment_id: int, clock: Clock | None = None
 ) -> str:
-    return _serializer(secret_key, purpose, clock or SystemClock()).dumps(enrollment_id)
+    return TokenMaker(secret_key, purpose, clock)(enrollment_id)
 
 
 class TokenMaker:
-    """make_token for one key, purpose and clock, with the serializer and signer built once.
+    """Signs tokens for one key, purpose and clock, with the serializer and signer built once.
 
     The sending hot path signs one to three tokens per email; building the serializer (a new
-    signer class) and a signer for each of them cost more than the signing itself. The tokens
-    are the same ones make_token makes: read_token reads either.
+    signer class) and a signer for each of them cost more than the signing itself.
     """
 
     def __init__(self, secret_key: str, purpose: Purpose, clock: Clock | None = None) -> None:

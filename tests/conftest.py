@@ -255,6 +255,27 @@ def family_guides(settings: Settings, clock: ManualClock) -> dict[str, str]:
 
 
 @pytest.fixture
+def bilingual(settings, clock, family_guides, queued):  # type: ignore[no-untyped-def]
+    """The web app with the shipped English and Spanish courses published."""
+    from fastapi.testclient import TestClient
+
+    from course.web import create_app
+
+    app = create_app(settings, clock, enqueue=queued.extend, kick=lambda: None)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def selected_course(html: str) -> str:
+    """The course preselected on the sign-up form."""
+    import re
+
+    match = re.search(r'<option value="([\w-]+)" lang="\w+" selected>', html)
+    assert match, "no course is selected on the sign-up form"
+    return match.group(1)
+
+
+@pytest.fixture
 def queued() -> list[list[int]]:
     """Batches the web app handed to the queue; `deliver` sends them as a worker would."""
     return []

@@ -6,37 +6,21 @@ from __future__ import annotations
 import re
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from course.db import engine_for, session_scope
-from course.lessons import load_sequence, publish
+from course.lessons import load_sequence
 from course.models import Delivery, Enrollment
 from course.settings import PROJECT_ROOT
-from tests.conftest import confirm_link, unsubscribe_link
+from tests.conftest import confirm_link, selected_course, unsubscribe_link
 
 SPANISH = {"Accept-Language": "es-MX,es;q=0.9,en;q=0.5"}
 ENGLISH = {"Accept-Language": "en-US,en;q=0.9"}
 
 
 @pytest.fixture
-def family_guides(settings, clock) -> None:
-    with session_scope(engine_for(settings.database_url)) as session:
-        for slug in ("family-guide", "family-guide-es"):
-            publish(session, load_sequence(PROJECT_ROOT / "lessons" / slug), clock)
-
-
-@pytest.fixture
-def client(settings, clock, family_guides, queued):
-    from course.web import create_app
-
-    app = create_app(settings, clock, enqueue=queued.extend, kick=lambda: None)
-    with TestClient(app, raise_server_exceptions=False) as c:
-        yield c
-
-
-def selected_course(html: str) -> str:
-    return re.search(r'<option value="([\w-]+)" lang="\w+" selected>', html).group(1)
+def client(bilingual):
+    return bilingual
 
 
 def test_an_english_browser_gets_english_and_lang_overrides_the_browser(client):

@@ -9,7 +9,7 @@ from sqlmodel import select
 
 from course.db import engine_for, session_scope
 from course.models import Enrollment, Subscriber
-from tests.conftest import confirm_link, unsubscribe_link
+from tests.conftest import confirm_link, selected_course, unsubscribe_link
 
 
 @pytest.fixture
@@ -261,22 +261,6 @@ def test_repeated_signups_do_not_flood_an_inbox_with_confirmations(client, clock
 
 SPANISH = {"Accept-Language": "es-419,es;q=0.9,en;q=0.4"}
 ENGLISH = {"Accept-Language": "en-US,en;q=0.9"}
-
-
-@pytest.fixture
-def bilingual(settings, clock, family_guides, queued):
-    """The app with the shipped English and Spanish courses published."""
-    from course.web import create_app
-
-    app = create_app(settings, clock, enqueue=queued.extend, kick=lambda: None)
-    with TestClient(app, raise_server_exceptions=False) as c:
-        yield c
-
-
-def selected_course(html: str) -> str:
-    match = re.search(r'<option value="([\w-]+)" lang="\w+" selected>', html)
-    assert match, "no course is selected on the sign-up form"
-    return match.group(1)
 
 
 @pytest.mark.parametrize(

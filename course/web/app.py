@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -21,7 +22,7 @@ from course.clock import Clock, SystemClock
 from course.db import engine_for, session_scope
 from course.errors import CourseError, InvalidInput, TokenInvalid
 from course.lessons import latest_version, published
-from course.models import Enrollment, EnrollmentStatus, SequenceVersion, Subscriber
+from course.models import Enrollment, EnrollmentStatus, SequenceVersion
 from course.queue import enqueue_sends, kick_tick
 from course.settings import Settings, get_settings
 from course.tokens import Purpose, make_token, read_token
@@ -261,11 +262,14 @@ def create_app(
     def _data_reader(token: str) -> int:
         return read_token(settings.secret_key, Purpose.DATA, token, data_ttl, clock)
 
+    def _export(enrollment_id: int) -> dict[str, Any] | None:
+        with session_scope(engine) as session:
+            return verbs.export(session, verbs.email_of(session, enrollment_id))
+
     @app.get("/my-data/{token}", response_class=HTMLResponse)
     def my_data_page(request: Request, token: str) -> HTMLResponse:
         enrollment_id = _data_reader(token)
-        with session_scope(engine) as session:
-            data = verbs.export(session, verbs.email_of(session, enrollment_id))
+        data = _export(enrollment_id)
         answer = page(
             request,
             "my_data.html",
@@ -279,11 +283,8 @@ def create_app(
 
     @app.get("/my-data/{token}/download")
     def my_data_download(token: str) -> Response:
-        enrollment_id = _data_reader(token)
-        with session_scope(engine) as session:
-            data = verbs.export(session, verbs.email_of(session, enrollment_id))
         return JSONResponse(
-            data,
+            _export(_data_reader(token)),
             headers={
                 "Content-Disposition": 'attachment; filename="homeward-my-data.json"',
                 **private,
@@ -294,14 +295,9 @@ def create_app(
     def my_data_erase(request: Request, token: str) -> HTMLResponse:
         enrollment_id = _data_reader(token)
         locale = course_locale(engine, enrollment_id)  # read before the rows are gone
-        with session_scope(engine) as session:
-            subscriber = session.scalars(
-                select(Subscriber)
-                .join(Enrollment, Enrollment.subscriber_id == Subscriber.id)  # type: ignore[arg-type]
-                .where(Enrollment.id == enrollment_id)
-            ).first()
-            if subscriber is not None:  # pressed twice: already gone, say so again
-                verbs.erase(session, subscriber.email)
+        # Pressed twice: already gone, and the page says so again.
+        with session_scope(engine) as session, suppress(TokenInvalid):
+            verbs.erase(session, verbs.email_of(session, enrollment_id))
         answer = page(request, "my_data.html", locale=locale, state="erased")
         answer.headers.update(private)
         return answer

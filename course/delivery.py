@@ -9,6 +9,7 @@ commit: at most one per killed worker process.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -24,12 +25,19 @@ from typing import Any
 from markupsafe import escape
 from sqlalchemy import (
     Connection,
+    DateTime,
     Engine,
+    Insert,
     Integer,
+    String,
     bindparam,
     case,
+    cast,
+    func,
+    literal,
     or_,
     select,
+    true,
     union_all,
     update,
 )
@@ -40,7 +48,7 @@ from course.clock import Clock
 from course.db import is_sqlite, polling_locks, raw_statement, raw_transaction
 from course.enrollment import DATA_LINK_TTL
 from course.mailer import ConnectionProblem, Mailer, PermanentError, SendError, TransientError
-from course.message import BodyTemplate, build_encoded, new_message_id
+from course.message import BodyTemplate, build_encoded
 from course.models import (
     Delivery,
     DeliveryKind,
@@ -100,7 +108,11 @@ def release_expired(engine: Engine, settings: Settings, clock: Clock, limit: int
 
 
 def claim_due(engine: Engine, settings: Settings, clock: Clock, limit: int) -> list[int]:
-    """Turn due enrollments into delivery rows, in one transaction; return the new delivery ids."""
+    """Turn due enrollments into delivery rows, in one transaction; return the new delivery ids.
+
+    Set-based in the database: built row by row in Python, 5,000 rows took the tick 0.1 s on
+    SQLite (holding the write lock every sending worker waits for) and 0.7 s on PostgreSQL.
+    """
     now = clock.now()
     due = (
         select(Enrollment.id)
@@ -118,26 +130,79 @@ def claim_due(engine: Engine, settings: Settings, clock: Clock, limit: int) -> l
         .returning(Enrollment.id, Enrollment.next_position)
     )
     lease_until = now + timedelta(seconds=settings.lease_seconds)
-    with engine.begin() as session:
-        claimed = session.execute(claim).all()
-        if not claimed:
-            return []
-        rows = [
-            {
-                "enrollment_id": eid,
-                "kind": DeliveryKind.LESSON.value,
-                "position": pos,
-                "message_id": new_message_id("lesson", eid, pos, settings.message_domain),
-                "status": DeliveryStatus.PENDING.value,
-                "attempts": 0,
-                "lease_until": lease_until,
-                "created_at": now,
-            }
-            for eid, pos in claimed
-        ]
+
+    def new_rows(claimed: Any) -> Insert:
+        enrollment_id, position = claimed.c.id, claimed.c.next_position
+        message_id = _message_id_sql(
+            engine, DeliveryKind.LESSON.value, enrollment_id, position, settings.message_domain
+        )
+        # "WHERE true": SQLite would read "SELECT ... FROM x ON CONFLICT" as a join's ON.
+        rows = select(
+            enrollment_id,
+            literal(DeliveryKind.LESSON.value),
+            position,
+            message_id,
+            literal(DeliveryStatus.PENDING.value),
+            literal(0),
+            literal(lease_until, DateTime(timezone=True)),
+            literal(now, DateTime(timezone=True)),
+        ).where(true())
         dialect = sqlite if is_sqlite(engine) else postgresql
-        insert = dialect.insert(Delivery).on_conflict_do_nothing().returning(Delivery.id)
-        return list(session.execute(insert, rows).scalars()) if len(rows) else []
+        return (
+            dialect.insert(Delivery)
+            .from_select(_NEW_DELIVERY_COLUMNS, rows)
+            .on_conflict_do_nothing()
+            .returning(Delivery.id)
+        )
+
+    with engine.begin() as conn:
+        if is_sqlite(engine):
+            # SQLite has no UPDATE inside WITH: the claimed ids come back and go in again as one
+            # JSON parameter (a parameter per id would meet SQLite's limit on them).
+            ids = [eid for eid, _ in conn.execute(claim)]
+            if not ids:
+                return []
+            listed = func.json_each(json.dumps(ids)).table_valued("value")
+            claimed = (
+                select(Enrollment.id, Enrollment.next_position)
+                .where(Enrollment.id.in_(select(listed.c.value)))  # type: ignore[union-attr]
+                .subquery()
+            )
+            return list(conn.execute(new_rows(claimed)).scalars())
+        claimed_cte = claim.cte("claimed")
+        return list(conn.execute(new_rows(claimed_cte).add_cte(claimed_cte)).scalars())
+
+
+_NEW_DELIVERY_COLUMNS = [
+    "enrollment_id",
+    "kind",
+    "position",
+    "message_id",
+    "status",
+    "attempts",
+    "lease_until",
+    "created_at",
+]
+
+
+def _message_id_sql(
+    engine: Engine, kind: str, enrollment_id: Any, position: Any, domain: str
+) -> Any:
+    """new_message_id, worked out by the database for a whole set of rows."""
+    if is_sqlite(engine):
+        token = func.lower(func.hex(func.randomblob(6)))
+    else:
+        # gen_random_uuid() is built in (PostgreSQL 13+); its first twelve digits are random.
+        token = func.left(func.replace(cast(func.gen_random_uuid(), String), "-", ""), 12)
+    return (
+        literal(f"<{kind}.")
+        + cast(enrollment_id, String)
+        + "."
+        + cast(position, String)
+        + "."
+        + token
+        + literal(f"@{domain}>")
+    )
 
 
 def tick(
@@ -554,6 +619,9 @@ class _Recorder:
     def _connection(self) -> Connection:  # only ever called on the thread
         if self._conn is None:
             conn = self._resources.enter_context(self._engine.connect())
+            if conn.dialect.name == "postgresql":
+                # Each write is a single statement (record_sent): no BEGIN and COMMIT round trips.
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             self._conn = self._resources.enter_context(polling_locks(conn))
         return self._conn
 
@@ -699,6 +767,14 @@ _COMPLETE = (
 )
 
 
+# On PostgreSQL, the enrollment's update with marking the delivery sent folded into it as a
+# data-modifying WITH: it runs whether or not the outer statement reads it, in the same statement.
+_AFTER_MARKING_SENT = {
+    id(then): then.add_cte(_MARK_SENT.returning(Delivery.id).cte("sent"))
+    for then in (_ADVANCE, _ADVANCE_OR_JUMP, _COMPLETE)
+}
+
+
 def record_sent(
     conn: Connection,
     settings: Settings,
@@ -734,6 +810,10 @@ def record_sent(
             else:
                 writes.append((_ADVANCE, {**where, "e_next": position + 1, "e_due": due}))
     dialect = conn.dialect
+    if len(writes) == 2 and dialect.name == "postgresql":
+        # One statement, so one round trip to the server in autocommit (see _Recorder).
+        (_, sent_values), (then, values) = writes
+        writes = [(_AFTER_MARKING_SENT[id(then)], {**sent_values, **values})]
     prepared = [(raw_statement(stmt, dialect), values) for stmt, values in writes]
     with raw_transaction(conn) as cursor:
         for statement, values in prepared:

@@ -90,7 +90,8 @@ class Enrollment(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    subscriber_id: int = Field(foreign_key="subscriber.id", index=True)
+    # Looked up through the unique constraint above, whose first column it is.
+    subscriber_id: int = Field(foreign_key="subscriber.id")
     sequence_slug: str = Field(max_length=64)
     version_id: int = Field(foreign_key="sequence_version.id")
     status: str = Field(default=EnrollmentStatus.PENDING, max_length=16)
@@ -114,7 +115,8 @@ class Delivery(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    enrollment_id: int = Field(foreign_key="enrollment.id", index=True)
+    # Looked up through the unique constraint above, whose first column it is.
+    enrollment_id: int = Field(foreign_key="enrollment.id")
     kind: str = Field(max_length=16)
     # Lesson position for lessons; the n-th confirmation request for confirmations.
     position: int

@@ -1,6 +1,7 @@
 """Delivery semantics with an injected clock and a real SMTP server: a whole course in seconds,
 exactly once, retries, bounces, lost broker messages and concurrent ticks."""
 
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -72,6 +73,11 @@ def test_a_whole_course_arrives_in_order_once_each_at_the_local_send_hour(
     assert local[1].date() == local[0].date() + timedelta(days=2) and local[1].hour == 9
     assert local[2].date() == local[1].date() + timedelta(days=3) and local[2].hour == 9
     assert len(set(smtp.message_ids())) == len(smtp.received)
+    # Made by the database when the tick claims a lesson: kind, enrollment, position, a nonce.
+    for position, message in enumerate(received, start=1):
+        assert re.fullmatch(
+            rf"<lesson\.\d+\.{position}\.[0-9a-f]{{12}}@homeward\.test>", message["Message-ID"]
+        )
     with session_scope(engine_for(settings.database_url)) as session:
         assert session.exec(select(Enrollment)).one().status == "completed"
 

@@ -18,6 +18,7 @@ from sqlmodel import Session, create_engine
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # How long an SQLite connection waits for another one's write lock before it gives up.
 BUSY_TIMEOUT_MS = 30000
+_READ_ONLY = "homeward_read_only"  # an execution option: see read_only()
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -55,9 +56,20 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if conn.get_execution_options().get(_READ_ONLY):
+            conn.exec_driver_sql("BEGIN")  # WAL: reads a snapshot and takes no lock at all
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def read_only(engine: Engine) -> Engine:
+    """`engine` for transactions that only read. On SQLite they begin DEFERRED instead of
+    IMMEDIATE, so they never make a writer wait: loading a batch to send used to hold the write
+    lock for milliseconds while the other workers' "sent" writes queued behind it. A write in
+    such a transaction is an error, not a wait."""
+    return engine.execution_options(**{_READ_ONLY: True})
 
 
 @lru_cache

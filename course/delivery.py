@@ -45,7 +45,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from course.clock import Clock
-from course.db import is_sqlite, polling_locks, raw_statement, raw_transaction
+from course.db import is_sqlite, polling_locks, raw_statement, raw_transaction, read_only
 from course.enrollment import DATA_LINK_TTL
 from course.mailer import ConnectionProblem, Mailer, PermanentError, SendError, TransientError
 from course.message import BodyTemplate, build_encoded
@@ -158,7 +158,8 @@ def claim_due(engine: Engine, settings: Settings, clock: Clock, limit: int) -> l
     with engine.begin() as conn:
         if is_sqlite(engine):
             # SQLite has no UPDATE inside WITH: the claimed ids come back and go in again as one
-            # JSON parameter (a parameter per id would meet SQLite's limit on them).
+            # JSON parameter (one parameter per id would meet SQLite's limit of 32,766 with a
+            # large COURSE_CLAIM_BATCH).
             ids = [eid for eid, _ in conn.execute(claim)]
             if not ids:
                 return []
@@ -586,9 +587,9 @@ def send_batch(
     if not claimed:
         return result
     composer = composer or Composer(settings, clock)
-    with Session(engine, expire_on_commit=False) as session:
+    with Session(read_only(engine), expire_on_commit=False) as session:
         jobs, plan = load_jobs(session, claimed)
-        session.commit()  # end the read (and SQLite's write lock) before talking to SMTP
+        session.commit()
     cancel = [j.delivery.id for j in jobs if not _sendable(j)]
     if cancel:
         _finish(engine, cancel, owner, DeliveryStatus.CANCELLED, clock.now(), None)
@@ -767,10 +768,12 @@ _COMPLETE = (
 )
 
 
-# On PostgreSQL, the enrollment's update with marking the delivery sent folded into it as a
-# data-modifying WITH: it runs whether or not the outer statement reads it, in the same statement.
-_AFTER_MARKING_SENT = {
-    id(then): then.add_cte(_MARK_SENT.returning(Delivery.id).cte("sent"))
+# On PostgreSQL, both writes as one statement: marking the delivery sent, with the enrollment's
+# update as a data-modifying WITH, which PostgreSQL always runs, in the same statement, even
+# though nothing reads it. It runs after the main statement (the docs leave the order open), so
+# rows are locked delivery first, then enrollment, as erase() deletes them.
+_MARK_SENT_THEN = {
+    id(then): _MARK_SENT.add_cte(then.returning(Enrollment.id).cte("then_enrollment"))
     for then in (_ADVANCE, _ADVANCE_OR_JUMP, _COMPLETE)
 }
 
@@ -813,8 +816,10 @@ def record_sent(
     if len(writes) == 2 and dialect.name == "postgresql":
         # One statement, so one round trip to the server in autocommit (see _Recorder).
         (_, sent_values), (then, values) = writes
-        writes = [(_AFTER_MARKING_SENT[id(then)], {**sent_values, **values})]
+        writes = [(_MARK_SENT_THEN[id(then)], {**sent_values, **values})]
     prepared = [(raw_statement(stmt, dialect), values) for stmt, values in writes]
+    # Under autocommit each statement commits on its own: two would no longer be one write.
+    assert len(prepared) == 1 or conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT"
     with raw_transaction(conn) as cursor:
         for statement, values in prepared:
             cursor.execute(statement.sql, statement.params(values))

@@ -145,6 +145,15 @@ def enroll(session: Session, settings: Settings, clock: Clock, req: EnrollReques
         session.flush()
     elif enrollment.status != EnrollmentStatus.PENDING:
         # Finished or left earlier: start again from lesson 1 on the newest version, after opt-in.
+        # The earlier round's lesson rows go: each lesson is unique per enrollment and position,
+        # so they would stop this round's lessons from ever being created (and they are
+        # personal data nobody needs once the course starts over).
+        session.execute(
+            delete(Delivery).where(
+                Delivery.enrollment_id == enrollment.id,  # type: ignore[arg-type]
+                Delivery.kind == DeliveryKind.LESSON,  # type: ignore[arg-type]
+            )
+        )
         enrollment.status = EnrollmentStatus.PENDING
         enrollment.version_id = version.id  # type: ignore[assignment]
         enrollment.next_position = 1

@@ -227,7 +227,7 @@ def test_unknown_pages_get_a_friendly_404(client):
     assert answer.status_code == 404 and "could not find" in answer.text
 
 
-def test_resubscribing_after_unsubscribe_needs_a_new_confirmation(
+def test_resubscribing_after_unsubscribe_needs_a_new_confirmation_then_starts_over(
     client, settings, clock, smtp, deliver
 ):
     client.post("/enroll", json={"email": "d@example.org"})
@@ -242,7 +242,15 @@ def test_resubscribing_after_unsubscribe_needs_a_new_confirmation(
     client.post("/enroll", json={"email": "d@example.org"})
     deliver()
     assert enrollments(settings)[0].status == "pending"
-    assert "confirm" in smtp.to("d@example.org")[-1]["Subject"].lower()
+    again = smtp.to("d@example.org")[-1]
+    assert "confirm" in again["Subject"].lower()
+    client.get(confirm_link(again))
+    deliver()
+    # Lesson 1 once more, as a new message: the first round's copy must not block it.
+    lessons = [m for m in smtp.to("d@example.org") if "confirm" not in m["Subject"].lower()]
+    assert [m["Subject"] for m in lessons] == [lessons[0]["Subject"]] * 2
+    assert lessons[0]["Message-ID"] != lessons[1]["Message-ID"]
+    assert enrollments(settings)[0].status == "active"
 
 
 def test_repeated_signups_do_not_flood_an_inbox_with_confirmations(client, clock, smtp, deliver):

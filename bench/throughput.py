@@ -186,10 +186,13 @@ def main() -> None:
     ready.wait(10)
 
     # The raw limit: the same lesson, pre-rendered once, pushed over kept-open connections.
-    from course.message import build_message
+    from course.message import build_encoded, encode_body
 
-    sample = build_message(
-        rendered=reports[0].samples[0],
+    rendered = reports[0].samples[0]
+    sample = build_encoded(
+        subject=rendered.subject,
+        text_body=encode_body(rendered.text),
+        html_body=encode_body(rendered.html),
         from_address=settings.from_address,
         sender_name="Homeward",
         to="raw@example.org",

@@ -24,9 +24,11 @@ from typing import Any
 
 from markupsafe import escape
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     DateTime,
     Engine,
+    FromClause,
     Insert,
     Integer,
     String,
@@ -131,26 +133,27 @@ def claim_due(engine: Engine, settings: Settings, clock: Clock, limit: int) -> l
     )
     lease_until = now + timedelta(seconds=settings.lease_seconds)
 
-    def new_rows(claimed: Any) -> Insert:
+    def new_rows(claimed: FromClause) -> Insert:
         enrollment_id, position = claimed.c.id, claimed.c.next_position
-        message_id = _message_id_sql(
-            engine, DeliveryKind.LESSON.value, enrollment_id, position, settings.message_domain
-        )
+        kind = DeliveryKind.LESSON.value
+        row = {
+            "enrollment_id": enrollment_id,
+            "kind": literal(kind),
+            "position": position,
+            "message_id": _message_id_sql(
+                engine, kind, enrollment_id, position, settings.message_domain
+            ),
+            "status": literal(DeliveryStatus.PENDING.value),
+            "attempts": literal(0),
+            "lease_until": literal(lease_until, DateTime(timezone=True)),
+            "created_at": literal(now, DateTime(timezone=True)),
+        }
         # "WHERE true": SQLite would read "SELECT ... FROM x ON CONFLICT" as a join's ON.
-        rows = select(
-            enrollment_id,
-            literal(DeliveryKind.LESSON.value),
-            position,
-            message_id,
-            literal(DeliveryStatus.PENDING.value),
-            literal(0),
-            literal(lease_until, DateTime(timezone=True)),
-            literal(now, DateTime(timezone=True)),
-        ).where(true())
+        rows = select(*row.values()).where(true())
         dialect = sqlite if is_sqlite(engine) else postgresql
         return (
             dialect.insert(Delivery)
-            .from_select(_NEW_DELIVERY_COLUMNS, rows)
+            .from_select(list(row), rows)
             .on_conflict_do_nothing()
             .returning(Delivery.id)
         )
@@ -174,21 +177,13 @@ def claim_due(engine: Engine, settings: Settings, clock: Clock, limit: int) -> l
         return list(conn.execute(new_rows(claimed_cte).add_cte(claimed_cte)).scalars())
 
 
-_NEW_DELIVERY_COLUMNS = [
-    "enrollment_id",
-    "kind",
-    "position",
-    "message_id",
-    "status",
-    "attempts",
-    "lease_until",
-    "created_at",
-]
-
-
 def _message_id_sql(
-    engine: Engine, kind: str, enrollment_id: Any, position: Any, domain: str
-) -> Any:
+    engine: Engine,
+    kind: str,
+    enrollment_id: ColumnElement[int],
+    position: ColumnElement[int],
+    domain: str,
+) -> ColumnElement[str]:
     """new_message_id, worked out by the database for a whole set of rows."""
     if is_sqlite(engine):
         token = func.lower(func.hex(func.randomblob(6)))
@@ -606,9 +601,9 @@ class _Recorder:
     """Writes "sent" for a batch's messages on a thread and a connection of its own, one short
     transaction per message.
 
-    The write (on PostgreSQL a commit, which waits for the disk) then runs while the server
-    answers the next message's envelope, instead of keeping the server waiting; the sending
-    loop waits for it before it hands over that next message's data.
+    The write (a commit) then runs while the server answers the next message's envelope, instead
+    of keeping the server waiting; the sending loop waits for it before it hands over that next
+    message's data.
     """
 
     def __init__(self, engine: Engine) -> None:

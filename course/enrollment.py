@@ -29,8 +29,8 @@ from course.schedule import next_due, valid_time_zone
 from course.settings import Settings
 
 NAME_RE = re.compile(r"^[^\W\d_](?:[^\W\d_]|[ .'\-])*$")
-# A second confirmation email for the same enrollment is not sent sooner than this.
-CONFIRM_RESEND_AFTER = timedelta(minutes=5)
+# A second confirmation (or data-link) email for the same enrollment is not sent sooner than this.
+RESEND_AFTER = timedelta(minutes=5)
 # How long an emailed link to a reader's own data works.
 DATA_LINK_TTL = timedelta(hours=24)
 
@@ -174,7 +174,7 @@ def _throttled_delivery(
         )
     ).one()
     count, last_at = last[0] or 0, last[1]
-    if last_at is not None and now - as_utc(last_at) < CONFIRM_RESEND_AFTER:
+    if last_at is not None and now - as_utc(last_at) < RESEND_AFTER:
         return []
     delivery = Delivery(
         enrollment_id=enrollment_id,

@@ -17,7 +17,6 @@ from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
 
 from course.errors import InvalidInput
-from course.render import RenderedEmail
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -110,31 +109,6 @@ def _from_header(sender_name: str, from_address: str) -> str:
     return formataddr((safe_header(sender_name, "sender name"), from_email), charset="utf-8")
 
 
-def build_message(
-    *,
-    rendered: RenderedEmail,
-    from_address: str,
-    sender_name: str,
-    to: str,
-    message_id: str,
-    unsubscribe_url: str,
-    unsubscribe_mailto: str | None,
-    date: datetime,
-) -> bytes:
-    return build_encoded(
-        subject=rendered.subject,
-        text_body=encode_body(rendered.text),
-        html_body=encode_body(rendered.html),
-        from_address=from_address,
-        sender_name=sender_name,
-        to=to,
-        message_id=message_id,
-        unsubscribe_url=unsubscribe_url,
-        unsubscribe_mailto=unsubscribe_mailto,
-        date=date,
-    )
-
-
 def build_encoded(
     *,
     subject: str,
@@ -148,7 +122,8 @@ def build_encoded(
     unsubscribe_mailto: str | None,
     date: datetime,
 ) -> bytes:
-    """build_message with the text and HTML parts already encoded (encode_body, BodyTemplate)."""
+    """The whole email: headers, then the text and HTML parts, each already encoded
+    (encode_body, or BodyTemplate.encode on the sending path)."""
     targets = [f"<{unsubscribe_url}>"]
     if unsubscribe_mailto:
         targets.append(f"<mailto:{unsubscribe_mailto}?subject=unsubscribe>")

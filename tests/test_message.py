@@ -7,16 +7,17 @@ from email.policy import default
 import pytest
 
 from course.errors import InvalidInput
-from course.message import build_message
-from course.render import RenderedEmail
+from course.message import build_encoded, encode_body
 
 TEXT = "Hola, María:\n\nUna línea muy larga " + "con palabras " * 20 + "al final.\n.\nFin =) \n"
 HTML = "<p>Hola, <strong>María</strong> — ¿cómo está?</p>\n" + "<p>" + "x" * 300 + "</p>\n"
 
 
 def build(subject: str = "¿Cómo ayudar a su ser querido?", sender: str = "Homeward Ñandú") -> bytes:
-    return build_message(
-        rendered=RenderedEmail(subject=subject, preheader="", html=HTML, text=TEXT),
+    return build_encoded(
+        subject=subject,
+        text_body=encode_body(TEXT),
+        html_body=encode_body(HTML),
         from_address="lessons@homeward.test",
         sender_name=sender,
         to="maria@example.org",

@@ -15,8 +15,6 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -30,10 +28,7 @@ from sqlalchemy import (
     Engine,
     FromClause,
     Insert,
-    Integer,
     String,
-    bindparam,
-    case,
     cast,
     func,
     literal,
@@ -47,7 +42,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from course.clock import Clock
-from course.db import is_sqlite, polling_locks, raw_statement, raw_transaction, read_only
+from course.db import is_sqlite, read_only
 from course.enrollment import DATA_LINK_TTL
 from course.mailer import ConnectionProblem, Mailer, PermanentError, SendError, TransientError
 from course.message import BodyTemplate, build_encoded
@@ -61,8 +56,8 @@ from course.models import (
     SequenceVersion,
     Subscriber,
 )
+from course.recording import PostgresRecorder, ThreadRecorder, recorder_for
 from course.render import Content, Layout, Links, Persona, RenderedEmail, render_email
-from course.schedule import next_due
 from course.settings import Settings
 from course.tokens import Purpose, TokenMaker
 
@@ -590,49 +585,11 @@ def send_batch(
         _finish(engine, cancel, owner, DeliveryStatus.CANCELLED, clock.now(), None)
         result.skipped.extend(cancel)  # type: ignore[arg-type]
     pending = [j for j in jobs if _sendable(j)]
-    with _Recorder(engine) as recorder:
+    with recorder_for(engine) as recorder:
         _send_each(
             engine, settings, clock, mailer, composer, recorder, owner, pending, plan, result
         )
     return result
-
-
-class _Recorder:
-    """Writes "sent" for a batch's messages on a thread and a connection of its own, one short
-    transaction per message.
-
-    The write (a commit) then runs while the server answers the next message's envelope, instead
-    of keeping the server waiting; the sending loop waits for it before it hands over that next
-    message's data.
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="homeward-record")
-        self._resources = ExitStack()
-        self._conn: Connection | None = None
-
-    def _connection(self) -> Connection:  # only ever called on the thread
-        if self._conn is None:
-            conn = self._resources.enter_context(self._engine.connect())
-            if conn.dialect.name == "postgresql":
-                # Each write is a single statement (record_sent): no BEGIN and COMMIT round trips.
-                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            self._conn = self._resources.enter_context(polling_locks(conn))
-        return self._conn
-
-    def record_sent(self, *args: Any) -> Future[None]:
-        """record_sent(connection, *args) on the thread."""
-        return self._thread.submit(lambda: record_sent(self._connection(), *args))
-
-    def __enter__(self) -> _Recorder:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        try:
-            self._thread.submit(self._resources.close).result()
-        finally:
-            self._thread.shutdown()
 
 
 def _send_each(
@@ -641,7 +598,7 @@ def _send_each(
     clock: Clock,
     mailer: Mailer,
     composer: Composer,
-    recorder: _Recorder,
+    recorder: PostgresRecorder | ThreadRecorder,
     owner: str,
     pending: list[Job],
     plan: LessonPlan,
@@ -653,14 +610,13 @@ def _send_each(
     # The message the server accepted last, and its "sent" being written. The write is waited
     # for before the next message's data goes out, so before that one can be accepted: at most
     # one accepted message is ever unrecorded, as when recording each one straight away.
-    accepted: tuple[Job, Future[None]] | None = None
+    accepted: Job | None = None
 
     def record_accepted() -> None:
         nonlocal accepted
         if accepted is not None:
-            job, writing = accepted
-            accepted = None
-            writing.result()
+            job, accepted = accepted, None
+            recorder.wait()
             result.sent.append(job.delivery.id)
 
     for index, job in enumerate(pending):
@@ -712,7 +668,8 @@ def _send_each(
                 result.released = _release(engine, rest, owner, clock.now() + _backoff(settings, 1))  # type: ignore[arg-type]
                 break
         else:
-            accepted = (job, recorder.record_sent(settings, job, owner, clock.now(), plan))
+            recorder.record_sent(settings, job, owner, clock.now(), plan)
+            accepted = job
     record_accepted()
 
 
@@ -723,101 +680,6 @@ def _compose(composer: Composer, job: Job) -> bytes | Exception:
     except Exception as exc:
         log.exception("delivery %s cannot be rendered", job.delivery.id)
         return exc
-
-
-# Built once: on the hot path, building a statement costs more than running it.
-_MARK_SENT = (
-    update(Delivery)
-    .where(Delivery.id == bindparam("d_id"), Delivery.lease_owner == bindparam("d_owner"))
-    .values(
-        status=DeliveryStatus.SENT, sent_at=bindparam("d_now"), lease_owner=None, lease_until=None
-    )
-)
-_STILL_ON_LESSON = (
-    Enrollment.id == bindparam("e_id"),
-    Enrollment.status == EnrollmentStatus.ACTIVE,
-    Enrollment.next_position == bindparam("e_pos"),
-)
-_ADVANCE = (
-    update(Enrollment)
-    .where(*_STILL_ON_LESSON)
-    .values(next_position=bindparam("e_next"), next_due_at=bindparam("e_due"))
-)
-# The reader may say "treatment has started" while this lesson is in flight; the UPDATE reads
-# that flag itself, so a click at any moment moves the course on to aftercare.
-_ADVANCE_OR_JUMP = (
-    update(Enrollment)
-    .where(*_STILL_ON_LESSON)
-    .values(
-        next_position=case(
-            (Enrollment.started_treatment_at.is_not(None), bindparam("e_jump", type_=Integer)),  # type: ignore[union-attr]
-            else_=bindparam("e_next", type_=Integer),
-        ),
-        next_due_at=bindparam("e_due"),
-    )
-)
-_COMPLETE = (
-    update(Enrollment)
-    .where(*_STILL_ON_LESSON)
-    .values(status=EnrollmentStatus.COMPLETED, ended_at=bindparam("e_now"), next_due_at=None)
-)
-
-
-# On PostgreSQL, both writes as one statement: marking the delivery sent, with the enrollment's
-# update as a data-modifying WITH, which PostgreSQL always runs, in the same statement, even
-# though nothing reads it. It runs after the main statement (the docs leave the order open), so
-# rows are locked delivery first, then enrollment, as erase() deletes them.
-_MARK_SENT_THEN = {
-    id(then): _MARK_SENT.add_cte(then.returning(Enrollment.id).cte("then_enrollment"))
-    for then in (_ADVANCE, _ADVANCE_OR_JUMP, _COMPLETE)
-}
-
-
-def record_sent(
-    conn: Connection,
-    settings: Settings,
-    job: Job,
-    owner: str,
-    now: datetime,
-    plan: LessonPlan,
-) -> None:
-    """Mark the delivery sent and, for a lesson, set when the next one is due: one commit."""
-    # Straight on the DBAPI cursor, statements compiled once: this runs once per message.
-    # Everything is worked out before the transaction, to hold SQLite's write lock briefly.
-    writes: list[tuple[Any, dict[str, Any]]] = [
-        (_MARK_SENT, {"d_id": job.delivery.id, "d_owner": owner, "d_now": now})
-    ]
-    if job.delivery.kind == DeliveryKind.LESSON:
-        position = job.delivery.position
-        where = {"e_id": job.enrollment.id, "e_pos": position}
-        next_delay = plan.delays.get((job.enrollment.version_id, position + 1))
-        if next_delay is None:
-            writes.append((_COMPLETE, {**where, "e_now": now}))
-        else:
-            due = next_due(
-                now,
-                next_delay,
-                time_zone=job.subscriber.time_zone,
-                send_hour=job.subscriber.send_hour,
-                day_seconds=settings.day_seconds,
-            )
-            jump = job.aftercare_from
-            if jump is not None and jump > position + 1:
-                values = {**where, "e_next": position + 1, "e_jump": jump, "e_due": due}
-                writes.append((_ADVANCE_OR_JUMP, values))
-            else:
-                writes.append((_ADVANCE, {**where, "e_next": position + 1, "e_due": due}))
-    dialect = conn.dialect
-    if len(writes) == 2 and dialect.name == "postgresql":
-        # One statement, so one round trip to the server in autocommit (see _Recorder).
-        (_, sent_values), (then, values) = writes
-        writes = [(_MARK_SENT_THEN[id(then)], {**sent_values, **values})]
-    prepared = [(raw_statement(stmt, dialect), values) for stmt, values in writes]
-    # Under autocommit each statement commits on its own: two would no longer be one write.
-    assert len(prepared) == 1 or conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT"
-    with raw_transaction(conn) as cursor:
-        for statement, values in prepared:
-            cursor.execute(statement.sql, statement.params(values))
 
 
 def record_bounce(engine: Engine, job: Job, owner: str, now: datetime, exc: SendError) -> None:

@@ -335,7 +335,7 @@ def start_aftercare(session: Session, clock: Clock, enrollment_id: int) -> Enrol
     """The reader says treatment has started: from the next lesson on, send only aftercare.
 
     A lesson already in flight still goes out; sending it then moves on to aftercare (see
-    delivery.record_sent), so the switch holds whenever it is clicked. Clicking twice is harmless.
+    recording.sent_writes), so the switch holds whenever it is clicked. Clicking twice is harmless.
     """
     enrollment = session.get(Enrollment, enrollment_id)
     if enrollment is None:

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlmodel import func, select
 
-from course import delivery
+from course import delivery, recording
 from course import enrollment as verbs
 from course.db import engine_for, session_scope
 from course.mailer import Mailer, SmtpTarget
@@ -232,6 +232,49 @@ def test_each_accepted_lesson_is_recorded_before_the_server_can_accept_the_next(
     assert len(result.sent) == 6
 
 
+def test_losing_the_database_mid_batch_resends_only_the_one_unrecorded_lesson(
+    settings, clock, smtp, deliver, mini_course
+):
+    engine = engine_for(settings.database_url)
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite is a file: there is no server connection to lose")
+    for n in range(4):
+        signup(settings, clock, deliver, smtp, f"dropped{n}@example.org")
+    deliver()
+    clock.advance(days=30)  # lesson 2 is due for all four
+    arrived = 0
+
+    def database_restarts_at_the_second_message() -> None:
+        nonlocal arrived
+        arrived += 1
+        if arrived == 2:
+            with engine.connect() as conn:
+                conn.exec_driver_sql(
+                    "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+
+    smtp.on_data = database_restarts_at_the_second_message
+    [batch] = delivery.tick(engine, settings, clock)
+    before = len(smtp.received)
+    mailer = Mailer(SmtpTarget.from_url(settings.smtp_url))
+    with pytest.raises(recording.RecordFailed):
+        delivery.send_batch(engine, settings, clock, mailer, batch)
+    mailer.close()
+    smtp.on_data = None
+    # The batch stops where the "sent" write was lost: nothing goes out after that lesson.
+    first_try = smtp.received[before:]
+    assert len(first_try) == 2
+    clock.advance(seconds=settings.lease_seconds + 1)
+    deliver()  # the same engine: its pool hands out working connections again
+    retry = smtp.received[before + 2 :]
+    # Only the one accepted-but-unrecorded lesson goes out twice, with the same Message-ID.
+    assert [m["Message-ID"] for m in retry].count(first_try[1]["Message-ID"]) == 1
+    assert first_try[0]["Message-ID"] not in [m["Message-ID"] for m in retry]
+    lesson_2 = {m["Message-ID"]: m["To"] for m in first_try + retry}
+    assert sorted(lesson_2.values()) == [f"dropped{n}@example.org" for n in range(4)]
+
+
 def test_work_lost_by_the_broker_is_handed_out_again_after_the_lease(
     settings, clock, smtp, deliver, mini_course
 ):
@@ -252,7 +295,7 @@ def test_a_crash_after_the_server_accepted_resends_with_the_same_message_id(
     def crash(*args, **kwargs):
         raise SystemExit("worker killed between SMTP 250 and commit")
 
-    monkeypatch.setattr(delivery, "record_sent", crash)
+    monkeypatch.setattr(recording, "sent_writes", crash)
     with pytest.raises(SystemExit):
         deliver()
     monkeypatch.undo()

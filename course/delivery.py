@@ -28,7 +28,10 @@ from sqlalchemy import (
     Engine,
     FromClause,
     Insert,
+    Integer,
     String,
+    any_,
+    bindparam,
     cast,
     func,
     literal,
@@ -300,6 +303,13 @@ class Job:
         )
 
 
+def _claimable(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    return (
+        Delivery.status == DeliveryStatus.PENDING,
+        or_(Delivery.lease_owner.is_(None), Delivery.lease_until <= now),  # type: ignore[union-attr,operator]
+    )
+
+
 def claim_batch(
     engine: Engine, settings: Settings, clock: Clock, ids: Iterable[int], owner: str
 ) -> list[int]:
@@ -308,16 +318,55 @@ def claim_batch(
     now = clock.now()
     stmt = (
         update(Delivery)
-        .where(
-            Delivery.id.in_(list(ids)),  # type: ignore[union-attr]
-            Delivery.status == DeliveryStatus.PENDING,
-            or_(Delivery.lease_owner.is_(None), Delivery.lease_until <= now),  # type: ignore[union-attr,operator]
-        )
+        .where(Delivery.id.in_(list(ids)), *_claimable(now))  # type: ignore[union-attr]
         .values(lease_owner=owner, lease_until=now + timedelta(seconds=settings.lease_seconds))
         .returning(Delivery.id)
     )
     with engine.begin() as session:
         return list(session.execute(stmt).scalars())
+
+
+def claim_and_load(
+    engine: Engine, settings: Settings, clock: Clock, ids: list[int], owner: str
+) -> tuple[list[Job], LessonPlan]:
+    """claim_batch, then load_jobs for what was claimed, in one transaction.
+
+    On PostgreSQL the claim and the readers' rows are one statement (an UPDATE ... RETURNING
+    that the SELECT joins): a batch's preparation is time in which this worker's SMTP
+    connection sits idle, and with two workers on two cores it took ~40 ms per 200 lessons as
+    two transactions. On SQLite they stay two transactions: the load takes no lock there.
+    """
+    if engine.dialect.name != "postgresql":
+        claimed = claim_batch(engine, settings, clock, ids, owner)
+        with Session(read_only(engine), expire_on_commit=False) as session:
+            loaded = load_jobs(session, claimed)
+            session.commit()
+        return loaded
+    now = clock.now()
+    claimed = (
+        update(Delivery)
+        .where(
+            Delivery.id == any_(bindparam("ids", ids, type_=postgresql.ARRAY(Integer))),
+            *_claimable(now),
+        )
+        .values(lease_owner=owner, lease_until=now + timedelta(seconds=settings.lease_seconds))
+        .returning(*(getattr(Delivery, f) for f in DeliveryRow.__slots__), Delivery.enrollment_id)
+        .cte("claimed")
+    )
+    stmt = (
+        select(
+            *(claimed.c[f] for f in DeliveryRow.__slots__),
+            *_JOB_COLUMNS[_D:],
+        )
+        .select_from(claimed)
+        .join(Enrollment, Enrollment.id == claimed.c.enrollment_id)  # type: ignore[arg-type]
+        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)  # type: ignore[arg-type]
+        .order_by(claimed.c.id)
+    )
+    with Session(engine, expire_on_commit=False) as session:
+        loaded = _jobs(session, session.execute(stmt))
+        session.commit()
+    return loaded
 
 
 def load_jobs(session: Session, ids: list[int]) -> tuple[list[Job], LessonPlan]:
@@ -330,9 +379,14 @@ def load_jobs(session: Session, ids: list[int]) -> tuple[list[Job], LessonPlan]:
         .where(Delivery.id.in_(ids))  # type: ignore[union-attr]
         .order_by(Delivery.id)
     )
+    return _jobs(session, session.execute(stmt))
+
+
+def _jobs(session: Session, result: Iterable[Any]) -> tuple[list[Job], LessonPlan]:
+    """Jobs from rows of _JOB_COLUMNS, with the versions and lessons they need."""
     rows = [
         (DeliveryRow(*row[:_D]), EnrollmentRow(*row[_D:_E]), SubscriberRow(*row[_E:]))
-        for row in session.execute(stmt)
+        for row in result
     ]
     version_ids = {e.version_id for _, e, _ in rows}
     versions = {
@@ -572,14 +626,11 @@ def send_batch(
     """Send the deliveries in `ids` that this worker can claim, recording each outcome at once."""
     result = BatchResult()
     owner = uuid.uuid4().hex
-    claimed = claim_batch(engine, settings, clock, ids, owner)
-    result.skipped = sorted(set(ids) - set(claimed))
-    if not claimed:
+    jobs, plan = claim_and_load(engine, settings, clock, ids, owner)
+    result.skipped = sorted(set(ids) - {j.delivery.id for j in jobs})
+    if not jobs:
         return result
     composer = composer or Composer(settings, clock)
-    with Session(read_only(engine), expire_on_commit=False) as session:
-        jobs, plan = load_jobs(session, claimed)
-        session.commit()
     cancel = [j.delivery.id for j in jobs if not _sendable(j)]
     if cancel:
         _finish(engine, cancel, owner, DeliveryStatus.CANCELLED, clock.now(), None)

@@ -658,15 +658,24 @@ def _send_each(
     # Stop well inside the lease, so a slow batch never overlaps the worker that retries it.
     deadline = clock.now() + timedelta(seconds=settings.lease_seconds / 2)
     ahead: bytes | Exception | None = None  # the next job's email, composed in the SMTP wait
-    # The message the server accepted last, and its "sent" being written. The write is waited
-    # for before the next message's data goes out, so before that one can be accepted: at most
-    # one accepted message is ever unrecorded, as when recording each one straight away.
-    accepted: Job | None = None
+    # The message the server accepted last, and when. Its "sent" write goes out while the server
+    # reads the next MAIL command, and is waited for before the next message's data goes out,
+    # so before that one can be accepted: at most one accepted message is ever unrecorded, as
+    # when recording each one straight away.
+    accepted: tuple[Job, datetime] | None = None
+    writing = False
+
+    def write_accepted() -> None:
+        nonlocal writing
+        if accepted is not None and not writing:
+            recorder.record_sent(settings, accepted[0], owner, accepted[1], plan)
+            writing = True
 
     def record_accepted() -> None:
-        nonlocal accepted
+        nonlocal accepted, writing
+        write_accepted()
         if accepted is not None:
-            job, accepted = accepted, None
+            job, accepted, writing = accepted[0], None, False
             recorder.wait()
             result.sent.append(job.delivery.id)
 
@@ -694,8 +703,14 @@ def _send_each(
             continue
 
         try:
-            # record_accepted runs whatever happens, before the data goes out or start() raises.
-            mailer.start(message, composer.envelope_sender, job.subscriber.email, record_accepted)
+            # Both run whatever happens, before the data goes out or start() raises.
+            mailer.start(
+                message,
+                composer.envelope_sender,
+                job.subscriber.email,
+                meanwhile=record_accepted,
+                first=write_accepted,
+            )
             # The server is taking in the message: build the next one meanwhile.
             if index + 1 < len(pending):
                 ahead = _compose(composer, pending[index + 1])
@@ -719,8 +734,7 @@ def _send_each(
                 result.released = _release(engine, rest, owner, clock.now() + _backoff(settings, 1))  # type: ignore[arg-type]
                 break
         else:
-            recorder.record_sent(settings, job, owner, clock.now(), plan)
-            accepted = job
+            accepted = (job, clock.now())
     record_accepted()
 
 

@@ -145,6 +145,7 @@ class Mailer:
         sender: str,
         recipient: str,
         meanwhile: Callable[[], object] | None = None,
+        first: Callable[[], object] | None = None,
     ) -> None:
         """Hand one message to the server without waiting for its verdict: call finish() next.
 
@@ -152,18 +153,27 @@ class Mailer:
         have accepted this message: once the server is ready for the message's data, just
         before it is sent (or at once, if the exchange fails before that). If it raises, the
         connection is dropped without the data, and the server discards the transaction.
+        `first` runs exactly once too, before `meanwhile`: as soon as the MAIL command is on its
+        way, so that it runs while the server reads it.
         """
         if self._awaiting is not None:
             # A message whose verdict nobody read (the caller was interrupted): that reply
             # would be taken for the answer to the next command. Start on a fresh connection.
             self._drop()
-        pending = meanwhile
+        pending, early = meanwhile, first
+
+        def run_early() -> None:
+            nonlocal early
+            if early is not None:
+                call, early = early, None
+                call()
+
         try:
             if self._conn is None:
                 self._conn = self._connect()
             conn = self._conn
             try:
-                self._envelope(conn, len(message), sender, recipient)
+                self._envelope(conn, len(message), sender, recipient, run_early)
             except (OSError, smtplib.SMTPException) as exc:
                 raise self._failure(exc, recipient) from exc
             except BaseException:
@@ -184,8 +194,11 @@ class Mailer:
             except (OSError, smtplib.SMTPException) as exc:
                 raise self._failure(exc, recipient) from exc
         finally:
-            if pending is not None:
-                pending()
+            try:
+                run_early()
+            finally:
+                if pending is not None:
+                    pending()
         self._awaiting = recipient
 
     def finish(self) -> None:
@@ -209,13 +222,25 @@ class Mailer:
             self._drop()
             raise
 
-    def _envelope(self, conn: smtplib.SMTP, size: int, sender: str, recipient: str) -> None:
+    def _envelope(
+        self,
+        conn: smtplib.SMTP,
+        size: int,
+        sender: str,
+        recipient: str,
+        while_mail: Callable[[], None],
+    ) -> None:
         # smtplib's sendmail() for one recipient, up to the server's go-ahead for the data.
         conn.ehlo_or_helo_if_needed()
         options = ""
         if conn.does_esmtp and conn.has_extn("size"):
             options = f" size={size}"
         conn.putcmd("mail", f"FROM:{_quoted(sender)}{options}")
+        try:
+            while_mail()
+        except BaseException:
+            self._drop()  # the MAIL reply is unread: nobody can use this connection any more
+            raise
         code, resp = conn.getreply()
         if code != 250:
             _abandon(conn, code)

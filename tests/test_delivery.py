@@ -3,6 +3,7 @@ exactly once, retries, bounces, lost broker messages and concurrent ticks."""
 
 import re
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -12,7 +13,7 @@ from sqlmodel import func, select
 from course import delivery, recording
 from course import enrollment as verbs
 from course.db import engine_for, session_scope
-from course.mailer import Mailer, SmtpTarget
+from course.mailer import ConnectionProblem, Mailer, SmtpTarget
 from course.models import Delivery, DeliveryStatus, Enrollment, Subscriber
 from course.tokens import Purpose, read_token
 from tests.conftest import confirm_link
@@ -397,3 +398,44 @@ def test_if_recording_the_last_message_fails_the_next_one_is_not_handed_over(set
     mailer.send(b"Subject: second\r\n\r\nbody\r\n", "a@homeward.test", "d@example.org")
     mailer.close()
     assert [m["Subject"] for m in smtp.received] == ["second"]  # the server dropped the first
+
+
+def test_the_last_record_is_sent_during_the_mail_command_and_both_hooks_run_whatever_happens(
+    settings, smtp
+):
+    events: list[str] = []
+
+    def hooks(tag: str) -> dict[str, Callable[[], None]]:
+        return {
+            "first": lambda: events.append(f"{tag}: first, {len(smtp.received)} received"),
+            "meanwhile": lambda: events.append(f"{tag}: meanwhile"),
+        }
+
+    mailer = Mailer(SmtpTarget.from_url(settings.smtp_url))
+    mailer.start(b"Subject: one\r\n\r\nbody\r\n", "a@homeward.test", "c@example.org", **hooks("up"))
+    mailer.finish()
+    dead = Mailer(SmtpTarget.from_url("smtp://127.0.0.1:1"))
+    with pytest.raises(ConnectionProblem):
+        dead.start(
+            b"Subject: two\r\n\r\nbody\r\n", "a@homeward.test", "d@example.org", **hooks("down")
+        )
+    assert events == [
+        "up: first, 0 received",
+        "up: meanwhile",
+        "down: first, 1 received",
+        "down: meanwhile",
+    ]
+
+    def database_gone() -> None:
+        raise RuntimeError("database gone")
+
+    with pytest.raises(RuntimeError, match="database gone"):
+        mailer.start(
+            b"Subject: three\r\n\r\nbody\r\n",
+            "a@homeward.test",
+            "e@example.org",
+            first=database_gone,
+        )
+    mailer.send(b"Subject: four\r\n\r\nbody\r\n", "a@homeward.test", "f@example.org")
+    mailer.close()
+    assert [m["Subject"] for m in smtp.received] == ["one", "four"]

@@ -29,6 +29,7 @@ from sqlalchemy import (
     FromClause,
     Insert,
     Integer,
+    Select,
     String,
     any_,
     bindparam,
@@ -304,8 +305,12 @@ class Job:
 
 
 def _claimable(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """Which of a batch's rows a worker may take. The status is compared through an expression
+    on purpose, so that no index can serve it and the rows are found by id: after a quiet
+    spell the statistics say nothing is pending, and PostgreSQL then scanned every pending row
+    of a backlog (through ix_delivery_pending) to claim each batch of 200."""
     return (
-        Delivery.status == DeliveryStatus.PENDING,
+        Delivery.status.concat("") == DeliveryStatus.PENDING,
         or_(Delivery.lease_owner.is_(None), Delivery.lease_until <= now),  # type: ignore[union-attr,operator]
     )
 
@@ -343,17 +348,31 @@ def claim_and_load(
             session.commit()
         return loaded
     now = clock.now()
+    stmt = claim_and_load_statement(
+        ids, owner, now, now + timedelta(seconds=settings.lease_seconds)
+    )
+    with Session(engine, expire_on_commit=False) as session:
+        loaded = _jobs(session, session.execute(stmt))
+        session.commit()
+    return loaded
+
+
+def claim_and_load_statement(
+    ids: list[int], owner: str, now: datetime, until: datetime
+) -> Select[Any]:
+    """PostgreSQL: lease the claimable rows among `ids` to `owner`, and return them as rows of
+    _JOB_COLUMNS (the reader's enrollment and subscriber joined in), ordered by id."""
     claimed = (
         update(Delivery)
         .where(
             Delivery.id == any_(bindparam("ids", ids, type_=postgresql.ARRAY(Integer))),
             *_claimable(now),
         )
-        .values(lease_owner=owner, lease_until=now + timedelta(seconds=settings.lease_seconds))
+        .values(lease_owner=owner, lease_until=until)
         .returning(*(getattr(Delivery, f) for f in DeliveryRow.__slots__), Delivery.enrollment_id)
         .cte("claimed")
     )
-    stmt = (
+    return (
         select(
             *(claimed.c[f] for f in DeliveryRow.__slots__),
             *_JOB_COLUMNS[_D:],
@@ -363,10 +382,6 @@ def claim_and_load(
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)  # type: ignore[arg-type]
         .order_by(claimed.c.id)
     )
-    with Session(engine, expire_on_commit=False) as session:
-        loaded = _jobs(session, session.execute(stmt))
-        session.commit()
-    return loaded
 
 
 def load_jobs(session: Session, ids: list[int]) -> tuple[list[Job], LessonPlan]:

@@ -5,11 +5,12 @@ import sqlite3
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import make_url
+from sqlalchemy import insert, make_url
 from sqlmodel import Session, SQLModel, select
 
+from course import delivery
 from course.db import engine_for, read_only, session_scope
-from course.models import Delivery
+from course.models import Delivery, Enrollment, SequenceVersion, Subscriber
 
 
 def test_the_migrations_build_the_tables_and_indexes_the_models_describe(db_url):
@@ -41,3 +42,61 @@ def test_loading_a_batch_on_sqlite_does_not_hold_up_the_workers_writing_sent(_sq
                 writer.execute("BEGIN IMMEDIATE")
         finally:
             writer.close()
+
+
+def test_a_batch_is_claimed_by_id_even_when_statistics_say_nothing_is_pending(
+    settings, clock, mini_course
+):
+    """After a quiet spell PostgreSQL's statistics say no delivery is pending. A backlog then
+    arrives, and claiming each batch must not walk every pending row to find its 200."""
+    engine = engine_for(settings.database_url)
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a PostgreSQL query plan: SQLite claims in two plain statements")
+    now = clock.now()
+    with session_scope(engine) as session:
+        version_id = session.exec(select(SequenceVersion.id)).one()
+        session.execute(
+            insert(Subscriber),
+            [{"email": f"q{n}@example.org", "created_at": now} for n in range(5000)],
+        )
+        people = session.exec(select(Subscriber.id)).all()
+        session.execute(
+            insert(Enrollment),
+            [
+                {
+                    "subscriber_id": p,
+                    "sequence_slug": mini_course,
+                    "version_id": version_id,
+                    "status": "active",
+                    "created_at": now,
+                }
+                for p in people
+            ],
+        )
+        enrollments = session.exec(select(Enrollment.id)).all()
+        session.execute(
+            insert(Delivery),
+            [
+                {
+                    "enrollment_id": e,
+                    "kind": "lesson",
+                    "position": 1,
+                    "status": "sent",
+                    "message_id": f"<q{e}@homeward.test>",
+                    "created_at": now,
+                }
+                for e in enrollments
+            ],
+        )
+    with engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE delivery")  # the quiet spell: everything sent
+        conn.exec_driver_sql("UPDATE delivery SET status = 'pending'")  # the backlog
+        conn.commit()
+        ids = list(conn.execute(select(Delivery.id).limit(200)).scalars())
+        stmt = delivery.claim_and_load_statement(ids, "worker", now, now)
+        compiled = stmt.compile(dialect=conn.dialect)
+        plan = "\n".join(
+            row[0] for row in conn.exec_driver_sql("EXPLAIN " + compiled.string, compiled.params)
+        )
+        conn.rollback()
+    assert "delivery_pkey" in plan and "ix_delivery_pending" not in plan, plan

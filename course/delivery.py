@@ -310,7 +310,7 @@ def _claimable(now: datetime) -> tuple[ColumnElement[bool], ...]:
     spell the statistics say nothing is pending, and PostgreSQL then scanned every pending row
     of a backlog (through ix_delivery_pending) to claim each batch of 200."""
     return (
-        Delivery.status.concat("") == DeliveryStatus.PENDING,
+        Delivery.status.concat("") == DeliveryStatus.PENDING,  # type: ignore[attr-defined]
         or_(Delivery.lease_owner.is_(None), Delivery.lease_until <= now),  # type: ignore[union-attr,operator]
     )
 

@@ -13,23 +13,26 @@ Two ways to run it beside the sending loop:
 
 from __future__ import annotations
 
+import hashlib
 import select as io
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg import pq
 from sqlalchemy import Connection, Engine, Integer, bindparam, case, update
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
 
 from course.db import polling_locks, raw_statement, raw_transaction
 from course.models import Delivery, DeliveryKind, DeliveryStatus, Enrollment, EnrollmentStatus
 from course.schedule import next_due
 from course.settings import Settings
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # psycopg is only installed with PostgreSQL (the postgres extra)
+    from psycopg.pq.abc import PGconn, PGresult
+
     from course.delivery import Job, LessonPlan
 
 # Built once: on the hot path, building a statement costs more than running it.
@@ -180,8 +183,22 @@ class ThreadRecorder:
             self._thread.shutdown()
 
 
-# The write in libpq's own form ($1, $2 ... each cast to its type), prepared once per connection.
-_NUMBERED = postgresql.psycopg.dialect(paramstyle="numeric_dollar")
+@cache
+def _numbered() -> Dialect:
+    """The dialect for the write in libpq's own form ($1, $2 ... each cast to its type)."""
+    return postgresql.psycopg.dialect(paramstyle="numeric_dollar")
+
+
+_names: dict[int, bytes] = {}
+
+
+def _prepared_name(stmt: Any, sql: str) -> bytes:
+    # From the text, not id(stmt): behind a pooler, another process may have prepared a name.
+    name = _names.get(id(stmt))
+    if name is None:
+        digest = hashlib.sha256(sql.encode()).hexdigest()[:24]
+        name = _names[id(stmt)] = f"homeward_sent_{digest}".encode()
+    return name
 
 
 class PostgresRecorder:
@@ -192,23 +209,31 @@ class PostgresRecorder:
     """
 
     def __init__(self, engine: Engine) -> None:
+        self._engine = engine
         self._resources = ExitStack()
-        conn = self._resources.enter_context(engine.connect())
-        self._conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-        driver = self._conn.connection.driver_connection
-        assert driver is not None
-        self._pg: pq.abc.PGconn = driver.pgconn
         self._prepared: set[bytes] | None = None  # read from the server on first use
         self._in_flight = False
+
+    def __enter__(self) -> PostgresRecorder:
+        with ExitStack() as resources:
+            conn = resources.enter_context(self._engine.connect())
+            self._conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            driver = self._conn.connection.driver_connection
+            assert driver is not None
+            self._pg: PGconn = driver.pgconn
+            self._resources = resources.pop_all()
+        return self
 
     def record_sent(
         self, settings: Settings, job: Job, owner: str, now: datetime, plan: LessonPlan
     ) -> None:
         """Send the write to the server; wait() reads its answer."""
+        import psycopg
+
         self.wait()
         [(stmt, values)] = sent_writes(settings, job, owner, now, plan, one_statement=True)
-        statement = raw_statement(stmt, _NUMBERED)
-        name = f"homeward_sent_{id(stmt):x}".encode()  # stmt lives as long as the process
+        statement = raw_statement(stmt, _numbered())
+        name = _prepared_name(stmt, statement.sql)
         pg = self._pg
         try:
             if self._prepared is None:
@@ -220,38 +245,42 @@ class PostgresRecorder:
             self._in_flight = True
             while pg.flush():  # the socket's buffer is full: wait until it drains
                 io.select([], [pg.socket], [])
-        except psycopg.Error as exc:
+        except (psycopg.Error, OSError) as exc:
+            # Not an OSError: the sending loop would take it for the SMTP server being down.
             raise RecordFailed(str(exc)) from exc
 
     def wait(self) -> None:
         """Wait for the write in flight, if any, to commit; RecordFailed if it did not."""
+        import psycopg
+
         if not self._in_flight:
             return
-        self._in_flight = False
         error = None
         try:
             while (answer := self._pg.get_result()) is not None:
                 error = error or _error(answer)
-        except psycopg.Error as exc:
+        except (psycopg.Error, OSError) as exc:
             error = str(exc)
+        self._in_flight = False
         if error:
             raise RecordFailed(error)
 
-    def __enter__(self) -> PostgresRecorder:
-        return self
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        from psycopg import pq
 
-    def __exit__(self, *_: object) -> None:
         try:
             self.wait()
+            if exc_type is not None or self._pg.transaction_status != pq.TransactionStatus.IDLE:
+                self._conn.invalidate()  # it may be mid-answer: it must not go back to the pool
         except BaseException:
-            self._conn.invalidate()  # whatever state it is in, it must not go back to the pool
+            self._conn.invalidate()
             raise
         finally:
             self._resources.close()
 
 
 def recorder_for(engine: Engine) -> PostgresRecorder | ThreadRecorder:
-    if engine.dialect.name == "postgresql":
+    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
         return PostgresRecorder(engine)
     return ThreadRecorder(engine)
 
@@ -260,7 +289,7 @@ class RecordFailed(Exception):
     """The database refused a "sent" write, or the connection to it broke."""
 
 
-def _prepared_statements(pg: pq.abc.PGconn) -> set[bytes]:
+def _prepared_statements(pg: PGconn) -> set[bytes]:
     """What this session has prepared. Asked of the server once per batch, not remembered with
     the pooled connection: psycopg deallocates every statement on a connection after a
     ROLLBACK once it has prepared some of its own."""
@@ -269,12 +298,14 @@ def _prepared_statements(pg: pq.abc.PGconn) -> set[bytes]:
     return {answer.get_value(row, 0) or b"" for row in range(answer.ntuples)}
 
 
-def _check(answer: pq.abc.PGresult) -> None:
+def _check(answer: PGresult) -> None:
     if error := _error(answer):
         raise RecordFailed(error)
 
 
-def _error(answer: pq.abc.PGresult) -> str | None:
+def _error(answer: PGresult) -> str | None:
+    from psycopg import pq
+
     if answer.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
         return None
     return answer.error_message.decode("utf-8", "replace") or f"status {answer.status}"

@@ -253,6 +253,7 @@ def test_losing_the_database_mid_batch_resends_only_the_one_unrecorded_lesson(
                 conn.exec_driver_sql(
                     "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
                     " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    " AND backend_type = 'client backend'"
                 )
 
     smtp.on_data = database_restarts_at_the_second_message

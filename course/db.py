@@ -187,8 +187,7 @@ def _begin_polling(cursor: DBAPICursor) -> None:
 def raw_transaction(conn: Connection) -> Iterator[DBAPICursor]:
     """One transaction on the DBAPI connection under `conn`, which has none open of its own:
     begun the way every transaction here is (BEGIN IMMEDIATE on SQLite), committed on success,
-    rolled back on any error. On a connection in autocommit, each statement is its own
-    transaction: use it there for a single statement only."""
+    rolled back on any error."""
     dbapi_conn = conn.connection.dbapi_connection
     assert dbapi_conn is not None
     cursor = dbapi_conn.cursor()

@@ -60,7 +60,7 @@ from course.models import (
     SequenceVersion,
     Subscriber,
 )
-from course.recording import PostgresRecorder, ThreadRecorder, recorder_for
+from course.recording import Recorder, recorder_for
 from course.render import Content, Layout, Links, Persona, RenderedEmail, render_email
 from course.settings import Settings
 from course.tokens import Purpose, TokenMaker
@@ -334,7 +334,7 @@ def claim_batch(
 def claim_and_load(
     engine: Engine, settings: Settings, clock: Clock, ids: list[int], owner: str
 ) -> tuple[list[Job], LessonPlan]:
-    """claim_batch, then load_jobs for what was claimed, in one transaction.
+    """claim_batch, then load_jobs for what was claimed.
 
     On PostgreSQL the claim and the readers' rows are one statement (an UPDATE ... RETURNING
     that the SELECT joins): a batch's preparation is time in which this worker's SMTP
@@ -664,7 +664,7 @@ def _send_each(
     clock: Clock,
     mailer: Mailer,
     composer: Composer,
-    recorder: PostgresRecorder | ThreadRecorder,
+    recorder: Recorder,
     owner: str,
     pending: list[Job],
     plan: LessonPlan,

@@ -236,11 +236,7 @@ class Mailer:
         if conn.does_esmtp and conn.has_extn("size"):
             options = f" size={size}"
         conn.putcmd("mail", f"FROM:{_quoted(sender)}{options}")
-        try:
-            while_mail()
-        except BaseException:
-            self._drop()  # the MAIL reply is unread: nobody can use this connection any more
-            raise
+        while_mail()  # if it raises, start() drops the connection with the MAIL reply unread
         code, resp = conn.getreply()
         if code != 250:
             _abandon(conn, code)

@@ -189,16 +189,10 @@ def _numbered() -> Dialect:
     return postgresql.psycopg.dialect(paramstyle="numeric_dollar")
 
 
-_names: dict[int, bytes] = {}
-
-
-def _prepared_name(stmt: Any, sql: str) -> bytes:
-    # From the text, not id(stmt): behind a pooler, another process may have prepared a name.
-    name = _names.get(id(stmt))
-    if name is None:
-        digest = hashlib.sha256(sql.encode()).hexdigest()[:24]
-        name = _names[id(stmt)] = f"homeward_sent_{digest}".encode()
-    return name
+@cache
+def _prepared_name(sql: str) -> bytes:
+    # From the text, not id(): behind a pooler, another process may have prepared a name.
+    return f"homeward_sent_{hashlib.sha256(sql.encode()).hexdigest()[:24]}".encode()
 
 
 class PostgresRecorder:
@@ -233,7 +227,7 @@ class PostgresRecorder:
         self.wait()
         [(stmt, values)] = sent_writes(settings, job, owner, now, plan, one_statement=True)
         statement = raw_statement(stmt, _numbered())
-        name = _prepared_name(stmt, statement.sql)
+        name = _prepared_name(statement.sql)
         pg = self._pg
         try:
             if self._prepared is None:
@@ -279,7 +273,10 @@ class PostgresRecorder:
             self._resources.close()
 
 
-def recorder_for(engine: Engine) -> PostgresRecorder | ThreadRecorder:
+Recorder = PostgresRecorder | ThreadRecorder
+
+
+def recorder_for(engine: Engine) -> Recorder:
     if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
         return PostgresRecorder(engine)
     return ThreadRecorder(engine)

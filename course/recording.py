@@ -33,7 +33,8 @@ from course.settings import Settings
 if TYPE_CHECKING:  # psycopg is only installed with PostgreSQL (the postgres extra)
     from psycopg.pq.abc import PGconn, PGresult
 
-    from course.delivery import Job, LessonPlan
+    from course.catalog import LessonPlan
+    from course.delivery import Job
 
 # Built once: on the hot path, building a statement costs more than running it.
 _MARK_SENT = (

@@ -288,6 +288,7 @@ def deliver(settings: Settings, clock: ManualClock, queued: list[list[int]]):  #
     from course.mailer import Mailer, SmtpTarget
 
     mailer = Mailer(SmtpTarget.from_url(settings.smtp_url))
+    composer = delivery.Composer(settings, clock)  # one per process, as in a worker
     engine = engine_for(settings.database_url)
 
     def run() -> list[int]:
@@ -295,7 +296,7 @@ def deliver(settings: Settings, clock: ManualClock, queued: list[list[int]]):  #
         handed = [b for b in queued if b]
         queued.clear()
         for batch in handed + delivery.tick(engine, settings, clock):
-            sent.extend(delivery.send_batch(engine, settings, clock, mailer, batch).sent)
+            sent.extend(delivery.send_batch(engine, settings, clock, mailer, batch, composer).sent)
         return sent
 
     yield run

@@ -1,6 +1,7 @@
 """The database as the code expects it: the schema the migrations build, and SQLite's locks."""
 
 import sqlite3
+from datetime import timedelta
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -96,10 +97,11 @@ def test_a_batch_is_claimed_by_id_even_when_statistics_say_nothing_is_pending(
         conn.exec_driver_sql("UPDATE delivery SET status = 'pending'")  # the backlog
         conn.commit()
         ids = list(conn.execute(select(Delivery.id).limit(200)).scalars())
-        stmt = delivery.claim_and_load_statement(ids, "worker", now, now)
+        stmt, values = delivery.claim_and_load_statement(ids, "worker", now, timedelta(0))
         compiled = stmt.compile(dialect=conn.dialect)
+        params = compiled.construct_params(values)
         plan = "\n".join(
-            row[0] for row in conn.exec_driver_sql("EXPLAIN " + compiled.string, compiled.params)
+            row[0] for row in conn.exec_driver_sql("EXPLAIN " + compiled.string, params)
         )
         conn.rollback()
         conn.exec_driver_sql("ALTER TABLE delivery RESET (autovacuum_enabled)")

@@ -2,6 +2,7 @@
 exactly once, retries, bounces, lost broker messages and concurrent ticks."""
 
 import re
+import shutil
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -13,10 +14,11 @@ from sqlmodel import func, select
 from course import delivery, recording
 from course import enrollment as verbs
 from course.db import engine_for, session_scope
+from course.lessons import load_sequence, publish
 from course.mailer import ConnectionProblem, Mailer, SmtpTarget
 from course.models import Delivery, DeliveryStatus, Enrollment, Subscriber
 from course.tokens import Purpose, read_token
-from tests.conftest import confirm_link
+from tests.conftest import FIXTURES, _truncate, confirm_link
 
 
 def signup(settings, clock, deliver, smtp, email, **fields):
@@ -81,6 +83,60 @@ def test_a_whole_course_arrives_in_order_once_each_at_the_local_send_hour(
         )
     with session_scope(engine_for(settings.database_url)) as session:
         assert session.exec(select(Enrollment)).one().status == "completed"
+
+
+def _edited_mini_course(tmp_path, lesson_file, subject):
+    """The mini course with one lesson's subject changed, as staff would edit and republish it."""
+    folder = tmp_path / "mini-course"
+    shutil.copytree(FIXTURES / "mini-course", folder)
+    path = folder / lesson_file
+    text = path.read_text(encoding="utf-8")
+    old = re.search(r"^subject: .*$", text, re.MULTILINE).group(0)
+    path.write_text(text.replace(old, f"subject: {subject}", 1), encoding="utf-8")
+    return load_sequence(folder)
+
+
+def test_a_new_version_reaches_new_readers_while_enrolled_ones_keep_the_text_they_started(
+    settings, clock, smtp, deliver, mini_course, tmp_path
+):
+    signup(settings, clock, deliver, smtp, "before@example.org")
+    deliver()  # this process has now sent from the first version
+    with session_scope(engine_for(settings.database_url)) as session:
+        publish(
+            session, _edited_mini_course(tmp_path, "02-middle.md", "Lesson two, rewritten"), clock
+        )
+    signup(settings, clock, deliver, smtp, "after@example.org")
+    run_days(clock, deliver, 3)
+    assert [m["Subject"] for m in lessons_to(smtp, "before@example.org")] == [
+        "Welcome",
+        "Lesson two of the mini course",
+    ]
+    assert [m["Subject"] for m in lessons_to(smtp, "after@example.org")] == [
+        "Welcome",
+        "Lesson two, rewritten",
+    ]
+
+
+def test_a_database_recreated_under_a_running_worker_gets_its_own_lessons(
+    settings, clock, smtp, deliver, mini_course, tmp_path
+):
+    """Workers read a published version once and keep it. Recreate or restore the database
+    under them, and a new version can come back with an id they already know (SQLite reuses
+    them): they must send its own text, not the one they remember."""
+    signup(settings, clock, deliver, smtp, "old@example.org")
+    deliver()
+    _truncate(settings.database_url)
+    with session_scope(engine_for(settings.database_url)) as session:
+        publish(
+            session,
+            _edited_mini_course(tmp_path, "01-hello.md", "Welcome to the new course"),
+            clock,
+        )
+    signup(settings, clock, deliver, smtp, "new@example.org")
+    deliver()
+    assert [m["Subject"] for m in lessons_to(smtp, "new@example.org")] == [
+        "Welcome to the new course"
+    ]
 
 
 def test_every_email_is_multipart_with_unsubscribe_headers_footer_and_sources(

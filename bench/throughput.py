@@ -60,6 +60,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_wait(pid: int) -> float:
+    """Seconds a process's threads have been ready to run but waiting for a CPU (Linux): on a
+    machine the SMTP server shares, this is the time others took the CPU from it."""
+    waited = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        waited += int((task / "schedstat").read_text().split()[1])
+    return waited / 1e9
+
+
 def machine_idle() -> float:
     """Seconds all CPUs have been idle so far (Linux)."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
@@ -202,15 +211,22 @@ def main() -> None:
         date=datetime.now(UTC),
     )
 
-    def measure_raw() -> tuple[float, float]:
-        """The raw limit, and how busy the SMTP server was meanwhile (share of one core)."""
+    def measure_raw() -> tuple[float, float, float]:
+        """The raw limit, how busy the SMTP server was meanwhile (share of one core), and the
+        share of the time it waited for a CPU."""
         cpu_before, wall_before = cpu_seconds(server.pid), time.perf_counter()
+        wait_before = cpu_wait(server.pid)
         limit = raw_limit(port, sample, args.n, args.concurrency)
-        return limit, (cpu_seconds(server.pid) - cpu_before) / (time.perf_counter() - wall_before)
+        wall = time.perf_counter() - wall_before
+        return (
+            limit,
+            (cpu_seconds(server.pid) - cpu_before) / wall,
+            (cpu_wait(server.pid) - wait_before) / wall,
+        )
 
     # Measured before and after the service run: on a shared machine the limit drifts by
     # 10-20% from minute to minute, and the ratio is against the mean of the two.
-    raw_before, raw_busy = measure_raw()
+    raw_before, raw_busy, raw_waiting = measure_raw()
 
     log = workdir / "worker.log"
     worker = subprocess.Popen(
@@ -245,6 +261,7 @@ def main() -> None:
                 raise SystemExit("worker did not start")
         started = time.perf_counter()
         cpu_before, idle_before = cpu_seconds(server.pid), machine_idle()
+        wait_before = cpu_wait(server.pid)
         first_enqueued: list[float] = []
         ticks, tick_seconds = 0, 0.0
 
@@ -273,11 +290,12 @@ def main() -> None:
             time.sleep(0.02)
         elapsed = time.perf_counter() - started
         busy = (cpu_seconds(server.pid) - cpu_before) / elapsed
+        waiting = (cpu_wait(server.pid) - wait_before) / elapsed
         idle = (machine_idle() - idle_before) / elapsed / (os.cpu_count() or 1)
         probe.dispose()
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(30)
-        raw_after, _ = measure_raw()
+        raw_after, _, _ = measure_raw()
     finally:
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGTERM)
@@ -304,6 +322,10 @@ def main() -> None:
     print(
         f"  SMTP server busy: {raw_busy:.0%} of a core (raw), {busy:.0%} (service); "
         f"machine idle during the service run: {idle:.0%}"
+    )
+    print(
+        f"  SMTP server ready but waiting for a CPU: {raw_waiting:.0%} of the time (raw), "
+        f"{waiting:.0%} (service)"
     )
     if first_enqueued:
         print(

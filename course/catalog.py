@@ -29,15 +29,17 @@ VersionKey = tuple[int, str, datetime]
 
 @dataclass(frozen=True)
 class Published:
+    """A published version and its lessons, shared by every batch of a process: read only."""
+
     version: SequenceVersion
-    lessons: dict[int, Lesson]  # by position
+    lessons: dict[int, Lesson]  # by position, in position order
 
 
 _READ: dict[VersionKey, Published] = {}
 _MAX_READ = 256  # versions; far more than a centre publishes, but never unbounded
 
 
-def published(session: Session, keys: Iterable[VersionKey]) -> dict[int, Published]:
+def versions(session: Session, keys: Iterable[VersionKey]) -> dict[int, Published]:
     """The versions with these keys and their lessons, by version id; detached from `session`,
     with every attribute loaded, so they can be read after it closes."""
     found: dict[int, Published] = {}
@@ -49,24 +51,34 @@ def published(session: Session, keys: Iterable[VersionKey]) -> dict[int, Publish
         else:
             found[key[0]] = hit
     if missing:
-        versions = session.scalars(
+        rows = session.scalars(
             select(SequenceVersion).where(SequenceVersion.id.in_(missing))  # type: ignore[union-attr]
         ).all()
         lessons: dict[int, dict[int, Lesson]] = {v: {} for v in missing}
         for lesson in session.scalars(
-            select(Lesson).where(Lesson.version_id.in_(missing))  # type: ignore[attr-defined]
+            select(Lesson)
+            .where(Lesson.version_id.in_(missing))  # type: ignore[attr-defined]
+            .order_by(Lesson.position)  # type: ignore[arg-type]
         ):
             lessons[lesson.version_id][lesson.position] = lesson
-        if len(_READ) + len(versions) > _MAX_READ:
+        if len(_READ) + len(rows) > _MAX_READ:
             _READ.clear()
-        for version in versions:
+        for version in rows:
             entry = Published(version, lessons[version.id])  # type: ignore[index]
-            found[version.id] = _READ[missing[version.id]] = entry  # type: ignore[index]
+            found[version.id] = entry  # type: ignore[index]
+            key = missing[version.id]  # type: ignore[index]
+            if (version.id, version.content_hash, version.published_at) == key:
+                _READ[key] = entry  # (not if the database changed under us between the reads)
             # Shared from now on: no session may expire or change them.
             session.expunge(version)
             for lesson in entry.lessons.values():
                 session.expunge(lesson)
     return found
+
+
+def forget() -> None:
+    """Drop everything read so far (each test starts from an empty catalog)."""
+    _READ.clear()
 
 
 @dataclass
@@ -81,8 +93,7 @@ class LessonPlan:
         delays: dict[tuple[int, int], int] = {}
         aftercare: dict[int, list[int]] = {}
         for entry in versions:
-            for position in sorted(entry.lessons):
-                lesson = entry.lessons[position]
+            for position, lesson in entry.lessons.items():
                 delays[(lesson.version_id, position)] = lesson.delay_days
                 if lesson.module == "aftercare":
                     aftercare.setdefault(lesson.version_id, []).append(position)

@@ -46,7 +46,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-from course.catalog import VERSION_KEY_COLUMNS, LessonPlan, published
+from course import catalog
+from course.catalog import VERSION_KEY_COLUMNS, LessonPlan
 from course.clock import Clock
 from course.db import is_sqlite, read_only
 from course.enrollment import DATA_LINK_TTL
@@ -63,7 +64,16 @@ from course.models import (
     Subscriber,
 )
 from course.recording import Recorder, recorder_for
-from course.render import Content, Layout, Links, Persona, RenderedEmail, render_email
+from course.render import (
+    NAME_STAND_IN,
+    Content,
+    Layout,
+    Links,
+    Persona,
+    RenderedEmail,
+    changes_the_name,
+    render_email,
+)
 from course.settings import Settings
 from course.tokens import Purpose, TokenMaker
 
@@ -418,7 +428,7 @@ def _jobs(session: Session, result: Iterable[Any]) -> tuple[list[Job], LessonPla
         (DeliveryRow(*row[:_D]), EnrollmentRow(*row[_D:_E]), SubscriberRow(*row[_E:_S]), row[_S:])
         for row in result
     ]
-    versions = published(session, (tuple(key) for *_, key in rows))
+    versions = catalog.versions(session, (tuple(key) for *_, key in rows))
     plan = LessonPlan.of(versions.values())
     jobs = [
         Job(
@@ -448,7 +458,7 @@ def _sendable(job: Job) -> bool:
 
 # Stand-ins for the per-person parts of an email, so each lesson is rendered (and its CSS
 # inlined) once per persona variant, not once per reader.
-_NAME = "\ue000first-name\ue001"
+_NAME = NAME_STAND_IN
 _UNSUBSCRIBE = "https://homeward.invalid/unsubscribe-url-stand-in"
 _CONFIRM = "https://homeward.invalid/confirm-url-stand-in"
 _STAGE = "https://homeward.invalid/stage-url-stand-in"
@@ -473,8 +483,8 @@ class _Variant:
         checked = (rendered.html, rendered.text, rendered.subject)
         # The stand-ins whose values end up in the parts checked for a mangled first name.
         self.checked = frozenset(x for part in checked for x in _STAND_INS.findall(part))
-        # A private-use character left outside the stand-ins: a lesson transformed the name.
-        self.stray = any("\ue000" in _STAND_INS.sub("", part) for part in checked)
+        # The lesson transformed the name (`lessons check` refuses that; kept for older versions).
+        self.stray = changes_the_name(rendered)
 
 
 class Composer:

@@ -2,7 +2,10 @@
 
 A lesson that failed after `max_attempts` temporary errors (about a day of backoff) is not
 dropped: its enrollment waits on it, and an operator can put it back in the queue with
-`course deliveries retry` after fixing the mail server or the lesson.
+`course deliveries retry` after fixing the cause (the mail server, say). A lesson that cannot
+be rendered fails at once; `course lessons check` refuses the known causes before publishing.
+A published version is never edited: workers read each one once and keep it, so a version
+changed in the database by hand reaches them only when they restart.
 """
 
 from __future__ import annotations

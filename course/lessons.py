@@ -27,6 +27,7 @@ from course.errors import LessonInvalid, UnknownSequence
 from course.models import Lesson, SequenceVersion
 from course.render import (
     LESSON_NAMES,
+    NAME_STAND_IN,
     PERSONA_VALUES,
     Content,
     Layout,
@@ -34,6 +35,7 @@ from course.render import (
     Persona,
     RenderedEmail,
     _lesson_env,
+    changes_the_name,
     compile_lesson,
     markdown_to_text,
     render_email,
@@ -349,12 +351,33 @@ def render_all(sequence: SequenceSpec, layout: Layout) -> list[LessonReport]:
         for persona in personas():
             try:
                 samples.append(render_email(lesson.content(sequence), persona, links, layout))
+                if persona.first_name:
+                    # As a worker renders it: with a stand-in, the name filled in per reader.
+                    stand_in = replace(persona, first_name=NAME_STAND_IN)
+                    if changes_the_name(
+                        render_email(lesson.content(sequence), stand_in, links, layout)
+                    ):
+                        problems.append(
+                            f"{lesson.path}:{_name_line(lesson)}: changes the reader's first "
+                            f"name (a filter such as upper or title on first_name), for "
+                            f"{persona}: write {{{{ first_name }}}} as it is"
+                        )
+                        break
             except Exception as exc:  # a template can fail in any way at run time
                 line = _template_line(exc, lesson)
                 problems.append(f"{lesson.path}:{line}: fails to render for {persona}: {exc}")
                 break
         reports.append(LessonReport(lesson=lesson, samples=samples, problems=problems))
     return reports
+
+
+def _name_line(lesson: LessonSpec) -> int:
+    """The first line of the lesson file that does something to first_name, if one can be seen."""
+    text = lesson.path.read_text(encoding="utf-8")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if re.search(r"first_name\s*[|.\[]", line):
+            return number
+    return lesson.body_line
 
 
 def _template_line(exc: BaseException, lesson: LessonSpec) -> int:

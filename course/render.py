@@ -113,6 +113,18 @@ class RenderedEmail:
     text: str
 
 
+# Rendered in place of a reader's first name, so that a worker renders each lesson once per
+# persona variant and fills the name in per reader. Private-use characters: no name has them.
+NAME_STAND_IN = "\ue000first-name\ue001"
+
+
+def changes_the_name(rendered: RenderedEmail) -> bool:
+    """Whether an email rendered with NAME_STAND_IN as the first name changed it on the way (a
+    filter such as `upper` on it): then the real name cannot be filled in where it stood."""
+    parts = (rendered.subject, rendered.html, rendered.text)
+    return any("\ue000" in part.replace(NAME_STAND_IN, "") for part in parts)
+
+
 def render_template(source: str, context: Mapping[str, Any]) -> str:
     return compile_lesson(source).render(**context)
 

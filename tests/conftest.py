@@ -213,6 +213,14 @@ def smtp() -> Iterator[SmtpSink]:
 # --- settings, clock, a published course ------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _empty_catalog() -> None:
+    """Each test reads its sequence versions afresh: none depends on what an earlier one read."""
+    from course import catalog
+
+    catalog.forget()
+
+
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
@@ -288,7 +296,7 @@ def deliver(settings: Settings, clock: ManualClock, queued: list[list[int]]):  #
     from course.mailer import Mailer, SmtpTarget
 
     mailer = Mailer(SmtpTarget.from_url(settings.smtp_url))
-    composer = delivery.Composer(settings, clock)  # one per process, as in a worker
+    composer = delivery.Composer(settings, clock)  # kept for the whole test, as a worker keeps one
     engine = engine_for(settings.database_url)
 
     def run() -> list[int]:

@@ -9,14 +9,14 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlmodel import func, select
+from sqlmodel import SQLModel, func, select
 
 from course import delivery, recording
 from course import enrollment as verbs
 from course.db import engine_for, session_scope
 from course.lessons import load_sequence, publish
 from course.mailer import ConnectionProblem, Mailer, SmtpTarget
-from course.models import Delivery, DeliveryStatus, Enrollment, Subscriber
+from course.models import Delivery, DeliveryStatus, Enrollment, SequenceVersion, Subscriber
 from course.tokens import Purpose, read_token
 from tests.conftest import FIXTURES, _truncate, confirm_link
 
@@ -117,21 +117,40 @@ def test_a_new_version_reaches_new_readers_while_enrolled_ones_keep_the_text_the
     ]
 
 
+def _recreate(url):
+    """Empty every table and start its ids again from 1, as a recreated database would."""
+    _truncate(url)
+    engine = engine_for(url)
+    if engine.dialect.name == "postgresql":  # DELETE keeps PostgreSQL's id counters
+        with engine.begin() as conn:
+            for table in SQLModel.metadata.sorted_tables:
+                conn.exec_driver_sql(
+                    f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), 1, false)"
+                )
+
+
+def _version_ids(url):
+    with session_scope(engine_for(url)) as session:
+        return session.exec(select(SequenceVersion.id)).all()
+
+
 def test_a_database_recreated_under_a_running_worker_gets_its_own_lessons(
-    settings, clock, smtp, deliver, mini_course, tmp_path
+    settings, clock, smtp, deliver, tmp_path
 ):
     """Workers read a published version once and keep it. Recreate or restore the database
-    under them, and a new version can come back with an id they already know (SQLite reuses
-    them): they must send its own text, not the one they remember."""
+    under them, and a new version can come back with an id they already know: they must send
+    its own text, not the one they remember."""
+    _recreate(settings.database_url)
+    with session_scope(engine_for(settings.database_url)) as session:
+        publish(session, load_sequence(FIXTURES / "mini-course"), clock)
     signup(settings, clock, deliver, smtp, "old@example.org")
     deliver()
-    _truncate(settings.database_url)
+    before = _version_ids(settings.database_url)
+    _recreate(settings.database_url)
+    edited = _edited_mini_course(tmp_path, "01-hello.md", "Welcome to the new course")
     with session_scope(engine_for(settings.database_url)) as session:
-        publish(
-            session,
-            _edited_mini_course(tmp_path, "01-hello.md", "Welcome to the new course"),
-            clock,
-        )
+        publish(session, edited, clock)
+    assert _version_ids(settings.database_url) == before  # the same id, other text
     signup(settings, clock, deliver, smtp, "new@example.org")
     deliver()
     assert [m["Subject"] for m in lessons_to(smtp, "new@example.org")] == [

@@ -171,3 +171,15 @@ def test_publishing_stores_versions_and_skips_unchanged_content(
             select(Lesson.body).where(Lesson.version_id == second.id, Lesson.position == 3)
         ).all()
         assert "That is all for now." in bodies[0]
+
+
+def test_a_lesson_that_changes_the_first_name_is_refused_with_its_line(course_dir: Path):
+    """A worker renders each lesson once and fills each reader's name in: a filter on the name
+    would leave it unfillable, and the lesson would fail for every reader at send time."""
+    lesson = course_dir / "02-middle.md"
+    text = lesson.read_text() + "\n{% if first_name %}Dear {{ first_name|upper }},{% endif %}\n"
+    lesson.write_text(text)
+    [problem] = problems_of(course_dir)
+    line = text.splitlines().index("{% if first_name %}Dear {{ first_name|upper }},{% endif %}")
+    assert problem.startswith(f"{lesson}:{line + 1}:")
+    assert "changes the reader's first name" in problem

@@ -203,12 +203,27 @@ def cmd_web(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_cleanly_on_signals() -> None:
+    """Make `kill` and a closed terminal end `course dev` through its cleanup, as Ctrl+C does.
+
+    uvicorn stops on SIGTERM and then raises it again, and SIGHUP is nobody's: either way the
+    process died on the spot, and the worker, beat and redis-server it started ran on."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    if hasattr(signal, "SIGHUP"):  # not on Windows
+        signal.signal(signal.SIGHUP, stop)
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     """Everything on embedded defaults: SQLite, a private Redis, a mail catcher, web, worker, beat."""
     from course.devsmtp import start_catcher
     from course.embedded_redis import EmbeddedRedis, free_port
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _stop_cleanly_on_signals()
     dev_dir = PROJECT_ROOT / ".dev"
     dev_dir.mkdir(exist_ok=True)
     redis = None
@@ -249,25 +264,29 @@ def cmd_dev(args: argparse.Namespace) -> int:
         print(f"Published {sequence.slug} version {version.version}.")
 
     celery = [sys.executable, "-m", "celery", "-A", "worker"]
-    children = [
-        subprocess.Popen(
-            [*celery, "worker", "--loglevel=WARNING", "--concurrency=2"], cwd=PROJECT_ROOT
-        ),
-        subprocess.Popen(
-            [*celery, "beat", "--loglevel=WARNING", "--schedule", str(dev_dir / "beat-schedule")],
-            cwd=PROJECT_ROOT,
-        ),
-    ]
-    print(
-        "\nHomeward is running (a course day lasts "
-        f"{settings.day_seconds:g} seconds in dev mode).\n"
-        f"  Sign up:      {base_url}/\n"
-        f"  Dev mailbox:  {base_url}/dev/mailbox\n"
-        f"  Health:       {base_url}/health\n"
-        "Press Ctrl+C to stop.\n",
-        flush=True,
-    )
+    children: list[subprocess.Popen[bytes]] = []
     try:
+        children.append(
+            subprocess.Popen(
+                [*celery, "worker", "--loglevel=WARNING", "--concurrency=2"], cwd=PROJECT_ROOT
+            )
+        )
+        beat_schedule = str(dev_dir / "beat-schedule")
+        children.append(
+            subprocess.Popen(
+                [*celery, "beat", "--loglevel=WARNING", "--schedule", beat_schedule],
+                cwd=PROJECT_ROOT,
+            )
+        )
+        print(
+            "\nHomeward is running (a course day lasts "
+            f"{settings.day_seconds:g} seconds in dev mode).\n"
+            f"  Sign up:      {base_url}/\n"
+            f"  Dev mailbox:  {base_url}/dev/mailbox\n"
+            f"  Health:       {base_url}/health\n"
+            "Press Ctrl+C to stop.\n",
+            flush=True,
+        )
         import uvicorn
 
         from course.web import create_app

@@ -1,0 +1,89 @@
+"""`course dev`, the quick start's first command, run and stopped as a newcomer would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from course.embedded_redis import free_port
+from course.settings import PROJECT_ROOT
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended while we looked
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["kill", "terminal-closed"])
+def test_stopping_course_dev_stops_everything_it_started(tmp_path: Path, sig: signal.Signals):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COURSE_")}
+    env["COURSE_DATABASE_URL"] = f"sqlite:///{tmp_path / 'dev.db'}"
+    env["COURSE_DEV_MAILBOX"] = str(tmp_path / "mailbox")
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "course.cli", "dev", "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    started: list[int] = []
+    try:
+        wait_for(lambda: healthy(port), 90, "course dev to answer /health")
+        # The private redis-server, the Celery worker and Celery beat.
+        wait_for(lambda: len(children_of(dev.pid)) >= 3, 30, "its three processes")
+        started = children_of(dev.pid)
+        dev.send_signal(sig)
+        assert dev.wait(60) == 128 + sig
+        wait_for(
+            lambda: not any(running(pid) for pid in started),
+            30,
+            f"worker, beat and redis-server to stop ({[p for p in started if running(p)]})",
+        )
+        assert not healthy(port)
+    finally:
+        for pid in [dev.pid, *started]:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -17,8 +17,8 @@ from sqlmodel import Session
 from course.models import Lesson, SequenceVersion
 
 # Which published version a reader's row points at. The content hash and publication time are
-# part of the key because one process may read several databases whose ids coincide (the test
-# suite does); within one database the id alone would do.
+# part of the key because a database recreated or restored under running workers can hand out
+# an id they have already read, for other text; within one database the id alone would do.
 VERSION_KEY_COLUMNS = (
     SequenceVersion.id,
     SequenceVersion.content_hash,

@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -309,6 +310,16 @@ def deliver(settings: Settings, clock: ManualClock, queued: list[list[int]]):  #
 
     yield run
     mailer.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll until `predicate` holds; fail with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 def confirm_link(message: EmailMessage) -> str:

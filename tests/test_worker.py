@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,19 +23,9 @@ from course.db import engine_for, session_scope
 from course.models import Enrollment
 from course.queue import enqueue_sends
 from course.settings import PROJECT_ROOT, Settings
-from tests.conftest import SmtpSink, confirm_link
+from tests.conftest import SmtpSink, confirm_link, wait_for
 
 LEASE = 3
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll until `predicate` holds; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture

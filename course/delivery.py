@@ -458,7 +458,6 @@ def _sendable(job: Job) -> bool:
 
 # Stand-ins for the per-person parts of an email, so each lesson is rendered (and its CSS
 # inlined) once per persona variant, not once per reader.
-_NAME = NAME_STAND_IN
 _UNSUBSCRIBE = "https://homeward.invalid/unsubscribe-url-stand-in"
 _CONFIRM = "https://homeward.invalid/confirm-url-stand-in"
 _STAGE = "https://homeward.invalid/stage-url-stand-in"
@@ -467,7 +466,9 @@ _DATA = "https://homeward.invalid/data-url-stand-in"
 
 # One pass over a rendered text finds every stand-in; the capturing group keeps them in the split.
 _STAND_INS = re.compile(
-    "(" + "|".join(re.escape(x) for x in (_NAME, _UNSUBSCRIBE, _CONFIRM, _STAGE, _DATA)) + ")"
+    "("
+    + "|".join(re.escape(x) for x in (NAME_STAND_IN, _UNSUBSCRIBE, _CONFIRM, _STAGE, _DATA))
+    + ")"
 )
 
 
@@ -538,7 +539,7 @@ class Composer:
             content = self._content(job)
             subscriber = job.subscriber
             persona = Persona(
-                first_name=_NAME if subscriber.first_name else "",
+                first_name=NAME_STAND_IN if subscriber.first_name else "",
                 relationship=subscriber.relationship,
                 substance=subscriber.substance,
             )
@@ -581,7 +582,7 @@ class Composer:
         stage_url = self.link("/stage/" + tokens[Purpose.STAGE](enrollment_id)) if stage else ""
         variant = self._variant(job, stage)
         plain = {
-            _NAME: job.subscriber.first_name,
+            NAME_STAND_IN: job.subscriber.first_name,
             _UNSUBSCRIBE: unsubscribe_url,
             _CONFIRM: confirm_url,
             _STAGE: stage_url,

@@ -10,9 +10,13 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from course.errors import ConfigurationError, CourseError, LessonInvalid
 from course.settings import PROJECT_ROOT, Settings, get_settings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 
 def _settings() -> Settings:
@@ -203,18 +207,33 @@ def cmd_web(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_cleanly_on_signals() -> None:
+class _StopOnSignals:
     """Make `kill` and a closed terminal end `course dev` through its cleanup, as Ctrl+C does.
 
-    uvicorn stops on SIGTERM and then raises it again, and SIGHUP is nobody's: either way the
-    process died on the spot, and the worker, beat and redis-server it started ran on."""
+    Without it uvicorn re-raised SIGTERM after its own shutdown and SIGHUP was nobody's: the
+    process died on the spot, and the worker, beat and redis-server it started ran on. Once the
+    web app is up, the handler must not raise: the exception lands in whichever request is being
+    served, and uvicorn logs and swallows it there, so `course dev` never stopped. It asks the
+    server to shut down instead, and the exit status is given once it has."""
 
-    def stop(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
+    def __init__(self) -> None:
+        self.server: uvicorn.Server | None = None
+        self.signum: int | None = None
+        signal.signal(signal.SIGTERM, self)
+        if hasattr(signal, "SIGHUP"):  # not on Windows
+            signal.signal(signal.SIGHUP, self)
 
-    signal.signal(signal.SIGTERM, stop)
-    if hasattr(signal, "SIGHUP"):  # not on Windows
-        signal.signal(signal.SIGHUP, stop)
+    def __call__(self, signum: int, _frame: object) -> None:
+        if self.server is None:
+            raise SystemExit(128 + signum)
+        self.signum = self.signum or signum
+        self.server.should_exit = True
+
+    def serve(self, server: uvicorn.Server) -> None:
+        self.server = server
+        server.run()
+        if self.signum is not None:
+            raise SystemExit(128 + self.signum)
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -223,7 +242,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from course.embedded_redis import EmbeddedRedis, free_port
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    _stop_cleanly_on_signals()
+    stop = _StopOnSignals()
     dev_dir = PROJECT_ROOT / ".dev"
     dev_dir.mkdir(exist_ok=True)
     redis = None
@@ -291,7 +310,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
         from course.web import create_app
 
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
+        config = uvicorn.Config(
+            create_app(settings), host=args.host, port=args.port, log_level="warning"
+        )
+        stop.serve(uvicorn.Server(config))
     finally:
         for child in children:
             child.send_signal(signal.SIGTERM)

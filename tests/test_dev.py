@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -44,6 +45,11 @@ def healthy(port: int) -> bool:
         return False
 
 
+def keep_asking(port: int, answered: threading.Event) -> None:
+    while healthy(port):
+        answered.set()
+
+
 @pytest.mark.skipif(
     not Path("/proc/self/stat").exists(),
     reason="finds the processes course dev started through /proc, which only Linux has",
@@ -68,6 +74,12 @@ def test_stopping_course_dev_stops_everything_it_started(tmp_path: Path, sig: si
         # The private redis-server, the Celery worker and Celery beat.
         wait_for(lambda: len(children_of(dev.pid)) >= 3, 30, "its three processes")
         started = children_of(dev.pid)
+        # A page loading as the terminal closes: a signal handled inside a request used to be
+        # swallowed there, and course dev never stopped.
+        answered = threading.Event()
+        loading = threading.Thread(target=keep_asking, args=(port, answered), daemon=True)
+        loading.start()
+        answered.wait(30)
         dev.send_signal(sig)
         assert dev.wait(60) == 128 + sig
         wait_for(

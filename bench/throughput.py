@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import smtplib
 import subprocess
@@ -177,11 +178,18 @@ def main() -> None:
     from course.clock import SystemClock
     from course.db import engine_for, normalize_url, session_scope, upgrade
     from course.lessons import check, publish
-    from course.models import Delivery, DeliveryStatus
+    from course.models import Delivery, DeliveryStatus, Subscriber
     from course.settings import get_settings
 
     settings = get_settings()
     upgrade(database_url)
+    with engine_for(database_url).connect() as conn:
+        if conn.execute(select(Subscriber.id).limit(1)).first() is not None:
+            shutil.rmtree(workdir)
+            raise SystemExit(
+                "bench: the database already holds readers (an earlier run's?). The benchmark"
+                " enrolls its own: give it an empty database (drop it and create it again)."
+            )
     from course.render import Layout
 
     sequence, reports = check(Path(args.sequence), Layout.load(ROOT / "lessons" / "_layout"))
@@ -308,7 +316,9 @@ def main() -> None:
             select(func.count()).select_from(Delivery).where(Delivery.status == DeliveryStatus.SENT)
         ).scalar_one()
     if sent != args.n:
-        print(f"warning: {sent:,} of {args.n:,} lessons were sent")
+        print(f"warning: {sent:,} of {args.n:,} lessons were sent; the worker's log: {log}")
+    else:
+        shutil.rmtree(workdir)
     rate = sent / elapsed
     db = "postgresql" if database_url.startswith("postgres") else "sqlite"
     print(f"readers: {args.n}  worker processes: {args.concurrency}  database: {db}")

@@ -58,7 +58,14 @@ def main() -> int:
         argv = [str(BIN / "course"), "dev", *rest]
     else:
         argv = [str(BIN / "python"), "-m", "pytest", *rest]
-    return subprocess.run(argv, cwd=ROOT).returncode
+    os.chdir(ROOT)
+    sys.stdout.flush()
+    if os.name == "nt":  # no exec there that keeps the process
+        return subprocess.run(argv).returncode
+    # Become the command rather than wait for it: `kill` on the process started from the quick
+    # start then reaches `course dev` itself, which stops everything it started; a waiting
+    # launcher would die alone and leave the service running.
+    os.execv(argv[0], argv)
 
 
 if __name__ == "__main__":

@@ -25,18 +25,20 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def smtp_server(port: int, ready: mp.Event) -> None:  # type: ignore[valid-type]
+def smtp_server(port: int, ready: mp.Event, accepted: Any) -> None:  # type: ignore[valid-type]
     import asyncio
 
     from aiosmtpd.controller import Controller
 
     class Discard:
         async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            accepted.value += 1  # only this thread writes it
             return "250 OK"
 
     controller = Controller(Discard(), hostname="127.0.0.1", port=port)
@@ -198,7 +200,8 @@ def main() -> None:
     seed(database_url, args.n, sequence.slug)
 
     ready = mp.Event()
-    server = mp.Process(target=smtp_server, args=(port, ready), daemon=True)
+    accepted = mp.RawValue("q", 0)  # messages the SMTP server has accepted so far
+    server = mp.Process(target=smtp_server, args=(port, ready, accepted), daemon=True)
     server.start()
     ready.wait(10)
 
@@ -278,23 +281,29 @@ def main() -> None:
             if not first_enqueued:
                 first_enqueued.append(time.perf_counter() - started)
 
-        # The tick runs every COURSE_TICK_SECONDS, as beat runs it. The end is watched for with
-        # a one-row index probe on a plain engine: the service's own transactions all begin
-        # IMMEDIATE on SQLite, and a probe taking the write lock fifty times a second would
-        # stall the very workers it measures. A plain read in WAL mode takes no lock.
+        # The tick runs every COURSE_TICK_SECONDS, as beat runs it. The end is when no delivery
+        # is pending. The database is asked that once a second, and every 20 ms once the SMTP
+        # server has taken in all N: asked every 20 ms throughout, the question took ~2% of a
+        # core from the machine the measured service runs on. It is a one-row index probe on a
+        # plain engine: the service's own transactions all begin IMMEDIATE on SQLite, and a
+        # probe taking the write lock would stall the very workers it measures. A plain read in
+        # WAL mode takes no lock.
         unsent = select(Delivery.id).where(Delivery.status == DeliveryStatus.PENDING).limit(1)
         probe = create_engine(normalize_url(database_url))
-        next_tick = time.perf_counter()
+        all_accepted = accepted.value + args.n
+        next_tick = next_probe = time.perf_counter()
         while True:
-            if time.perf_counter() >= next_tick:
-                tick_started = time.perf_counter()
+            now = time.perf_counter()
+            if now >= next_tick:
                 delivery.tick(engine, settings, SystemClock(), hand_out=hand_out)
                 ticks += 1
-                tick_seconds += time.perf_counter() - tick_started
-                next_tick = tick_started + settings.tick_seconds
-            with probe.connect() as conn:
-                if conn.execute(unsent).first() is None:
-                    break
+                tick_seconds += time.perf_counter() - now
+                next_tick = now + settings.tick_seconds
+            if accepted.value >= all_accepted or now >= next_probe:
+                next_probe = now + 1
+                with probe.connect() as conn:
+                    if conn.execute(unsent).first() is None:
+                        break
             time.sleep(0.02)
         elapsed = time.perf_counter() - started
         busy = (cpu_seconds(server.pid) - cpu_before) / elapsed

@@ -10,13 +10,9 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from course.errors import ConfigurationError, CourseError, LessonInvalid
 from course.settings import PROJECT_ROOT, Settings, get_settings
-
-if TYPE_CHECKING:
-    import uvicorn
 
 
 def _settings() -> Settings:
@@ -207,96 +203,70 @@ def cmd_web(args: argparse.Namespace) -> int:
     return 0
 
 
-class _StopOnSignals:
-    """Make `kill` and a closed terminal end `course dev` through its cleanup, as Ctrl+C does.
-
-    Without it uvicorn re-raised SIGTERM after its own shutdown and SIGHUP was nobody's: the
-    process died on the spot, and the worker, beat and redis-server it started ran on. Once the
-    web app is up, the handler must not raise: the exception lands in whichever request is being
-    served, and uvicorn logs and swallows it there, so `course dev` never stopped. It asks the
-    server to shut down instead, and the exit status is given once it has."""
-
-    def __init__(self) -> None:
-        self.server: uvicorn.Server | None = None
-        self.signum: int | None = None
-        signal.signal(signal.SIGTERM, self)
-        if hasattr(signal, "SIGHUP"):  # not on Windows
-            signal.signal(signal.SIGHUP, self)
-
-    def __call__(self, signum: int, _frame: object) -> None:
-        if self.server is None:
-            raise SystemExit(128 + signum)
-        self.signum = self.signum or signum
-        self.server.should_exit = True
-
-    def serve(self, server: uvicorn.Server) -> None:
-        self.server = server
-        server.run()
-        if self.signum is not None:
-            raise SystemExit(128 + self.signum)
-
-
 def cmd_dev(args: argparse.Namespace) -> int:
     """Everything on embedded defaults: SQLite, a private Redis, a mail catcher, web, worker, beat."""
     from course.devsmtp import start_catcher
     from course.embedded_redis import EmbeddedRedis, free_port
+    from course.shutdown import Shutdown
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    stop = _StopOnSignals()
+    shutdown = Shutdown().install()
     dev_dir = PROJECT_ROOT / ".dev"
     dev_dir.mkdir(exist_ok=True)
-    redis = None
-    if not os.environ.get("COURSE_REDIS_URL"):
-        redis = EmbeddedRedis().start()
-        os.environ["COURSE_REDIS_URL"] = redis.url
-    smtp_port = free_port()
-    base_url = f"http://{args.host}:{args.port}"
-    defaults = {
-        "COURSE_DEV": "1",
-        "COURSE_DATABASE_URL": f"sqlite:///{dev_dir / 'homeward.db'}",
-        "COURSE_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
-        "COURSE_BASE_URL": base_url,
-        "COURSE_POSTAL_ADDRESS": "Homeward (development), 1 Example Street, Springfield",
-        "COURSE_DAY_SECONDS": "60",
-        "COURSE_TICK_SECONDS": "2",
-        "COURSE_DEV_MAILBOX": str(dev_dir / "mailbox"),
-    }
-    for key, value in defaults.items():
-        os.environ.setdefault(key, value)
-    get_settings.cache_clear()
-    settings = get_settings()
-    catcher = start_catcher(settings.dev_mailbox, port=smtp_port)
-
-    from course.clock import SystemClock
-    from course.db import engine_for, session_scope, upgrade
-    from course.lessons import check, publish
-
-    upgrade(settings.database_url)
-    for folder in sorted(p.parent for p in settings.lessons_dir.glob("*/sequence.toml")):
-        try:
-            sequence, _ = check(folder, _layout(settings), settings.lessons_dir / "_language")
-        except LessonInvalid as exc:
-            print(f"Skipping {folder.name}: it does not pass the check:", *exc.problems, sep="\n  ")
-            continue
-        with session_scope(engine_for(settings.database_url)) as session:
-            version, _ = publish(session, sequence, SystemClock())
-        print(f"Published {sequence.slug} version {version.version}.")
-
-    celery = [sys.executable, "-m", "celery", "-A", "worker"]
+    redis: EmbeddedRedis | None = None
+    catcher = None
     children: list[subprocess.Popen[bytes]] = []
     try:
-        children.append(
-            subprocess.Popen(
-                [*celery, "worker", "--loglevel=WARNING", "--concurrency=2"], cwd=PROJECT_ROOT
-            )
-        )
+        if not os.environ.get("COURSE_REDIS_URL"):
+            redis = EmbeddedRedis()
+            with shutdown.starting():
+                redis.start()
+            os.environ["COURSE_REDIS_URL"] = redis.url
+        smtp_port = free_port()
+        base_url = f"http://{args.host}:{args.port}"
+        defaults = {
+            "COURSE_DEV": "1",
+            "COURSE_DATABASE_URL": f"sqlite:///{dev_dir / 'homeward.db'}",
+            "COURSE_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+            "COURSE_BASE_URL": base_url,
+            "COURSE_POSTAL_ADDRESS": "Homeward (development), 1 Example Street, Springfield",
+            "COURSE_DAY_SECONDS": "60",
+            "COURSE_TICK_SECONDS": "2",
+            "COURSE_DEV_MAILBOX": str(dev_dir / "mailbox"),
+        }
+        for key, value in defaults.items():
+            os.environ.setdefault(key, value)
+        get_settings.cache_clear()
+        settings = get_settings()
+        catcher = start_catcher(settings.dev_mailbox, port=smtp_port)
+
+        from course.clock import SystemClock
+        from course.db import engine_for, session_scope, upgrade
+        from course.lessons import check, publish
+
+        upgrade(settings.database_url)
+        for folder in sorted(p.parent for p in settings.lessons_dir.glob("*/sequence.toml")):
+            try:
+                sequence, _ = check(folder, _layout(settings), settings.lessons_dir / "_language")
+            except LessonInvalid as exc:
+                print(
+                    f"Skipping {folder.name}: it does not pass the check:",
+                    *exc.problems,
+                    sep="\n  ",
+                )
+                continue
+            with session_scope(engine_for(settings.database_url)) as session:
+                version, _ = publish(session, sequence, SystemClock())
+            print(f"Published {sequence.slug} version {version.version}.")
+
+        celery = [sys.executable, "-m", "celery", "-A", "worker"]
         beat_schedule = str(dev_dir / "beat-schedule")
-        children.append(
-            subprocess.Popen(
-                [*celery, "beat", "--loglevel=WARNING", "--schedule", beat_schedule],
-                cwd=PROJECT_ROOT,
-            )
-        )
+        for command in (
+            [*celery, "worker", "--loglevel=WARNING", "--concurrency=2"],
+            [*celery, "beat", "--loglevel=WARNING", "--schedule", beat_schedule],
+        ):
+            with shutdown.starting():
+                children.append(subprocess.Popen(command, cwd=PROJECT_ROOT))
         print(
             "\nHomeward is running (a course day lasts "
             f"{settings.day_seconds:g} seconds in dev mode).\n"
@@ -310,11 +280,20 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
         from course.web import create_app
 
+        # A request that hangs must not keep everything running after a signal.
         config = uvicorn.Config(
-            create_app(settings), host=args.host, port=args.port, log_level="warning"
+            create_app(settings),
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            timeout_graceful_shutdown=5,
         )
-        stop.serve(uvicorn.Server(config))
+        server = uvicorn.Server(config)
+        shutdown.serve(server)
+        if not server.started:  # uvicorn has logged why (a port in use, say)
+            raise CourseError(f"the web app could not start on {args.host}:{args.port}")
     finally:
+        shutdown.cleaning_up()
         for child in children:
             child.send_signal(signal.SIGTERM)
         for child in children:
@@ -322,7 +301,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
                 child.wait(10)
             except subprocess.TimeoutExpired:
                 child.kill()
-        catcher.stop()
+        if catcher:
+            catcher.stop()
         if redis:
             redis.stop()
     return 0

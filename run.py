@@ -22,11 +22,19 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".homeward-installed"
 
 
+def _wanted() -> str:
+    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+
+
+def installed() -> bool:
+    """Whether .venv holds what this pyproject.toml asks for."""
+    return STAMP.exists() and STAMP.read_text() == _wanted()
+
+
 def ensure_installed() -> None:
     if sys.version_info < (3, 11):  # noqa: UP036  (this script must explain itself on old Pythons)
         sys.exit(f"Homeward needs Python 3.11 or newer; this is {sys.version.split()[0]}.")
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if STAMP.exists() and STAMP.read_text() == wanted:
+    if installed():
         return
     if not (BIN / "python").exists():
         print("Creating .venv ...", flush=True)
@@ -45,7 +53,7 @@ def ensure_installed() -> None:
         ],
         check=True,
     )
-    STAMP.write_text(wanted)
+    STAMP.write_text(_wanted())
 
 
 def main() -> int:

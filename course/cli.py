@@ -210,6 +210,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from course.shutdown import Shutdown
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin
     shutdown = Shutdown().install()
     dev_dir = PROJECT_ROOT / ".dev"
     dev_dir.mkdir(exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,7 +29,10 @@ from course.render import PERSONA_VALUES
 from course.schedule import next_due, valid_time_zone
 from course.settings import Settings
 
-NAME_RE = re.compile(r"^[^\W\d_](?:[^\W\d_]|[ .'\-])*$")
+# Letters, then letters, spaces, dots, dashes and apostrophes: straight, or the curly one a
+# phone's keyboard types (O’Brien).
+NAME_RE = re.compile(r"^[^\W\d_](?:[^\W\d_]|[ .'\u2019\-])*$")
+PROFILE = ("first_name", "time_zone", "send_hour", "relationship", "substance")
 # A second confirmation (or data-link) email for the same enrollment is not sent sooner than this.
 RESEND_AFTER = timedelta(minutes=5)
 # How long an emailed link to a reader's own data works.
@@ -44,6 +48,9 @@ class EnrollRequest:
     sequence: str = ""
     relationship: str = "other"
     substance: str = "unsure"  # who skips the question gets the wording for "not sure"
+    # The profile fields this sign-up filled in: one that leaves a field out (a second try, an
+    # API call with the address only) must not blank what an earlier one gave.
+    given: frozenset[str] = frozenset(PROFILE)
 
     @classmethod
     def parse(cls, data: dict[str, Any], default_sequence: str) -> EnrollRequest:
@@ -75,6 +82,7 @@ class EnrollRequest:
         relationship = _choice(data.get("relationship"), "relationship", "other")
         substance = _choice(data.get("substance"), "substance", "unsure")
         sequence = str(data.get("sequence") or default_sequence).strip()
+        given = frozenset(f for f in PROFILE if str(data.get(f) or "").strip())
         return cls(
             email=email,
             first_name=first_name,
@@ -83,6 +91,7 @@ class EnrollRequest:
             sequence=sequence,
             relationship=relationship,
             substance=substance,
+            given=given,
         )
 
 
@@ -132,7 +141,12 @@ def enroll(session: Session, settings: Settings, clock: Clock, req: EnrollReques
     )
     if enrollment is not None and enrollment.status == EnrollmentStatus.ACTIVE:
         return []  # already receiving lessons; don't let a stranger change their details
-    _apply_profile(subscriber, req)
+    if subscriber.id is None:
+        _apply_profile(subscriber, req, PROFILE)
+    elif not _receiving_lessons(session, subscriber.id):
+        # Anyone can send this form for any address; once lessons flow (in any course), only
+        # the reader's own links change anything.
+        _apply_profile(subscriber, req, req.given)
     session.flush()
     if enrollment is None:
         enrollment = Enrollment(
@@ -198,12 +212,16 @@ def request_data_link(
     return _throttled_delivery(session, settings, enrollment_id, DeliveryKind.DATA, clock.now())
 
 
-def _apply_profile(subscriber: Subscriber, req: EnrollRequest) -> None:
-    subscriber.first_name = req.first_name
-    subscriber.time_zone = req.time_zone
-    subscriber.send_hour = req.send_hour
-    subscriber.relationship = req.relationship
-    subscriber.substance = req.substance
+def _apply_profile(subscriber: Subscriber, req: EnrollRequest, fields: Iterable[str]) -> None:
+    for name in fields:
+        setattr(subscriber, name, getattr(req, name))
+
+
+def _receiving_lessons(session: Session, subscriber_id: int) -> bool:
+    active = select(Enrollment.id).where(
+        Enrollment.subscriber_id == subscriber_id, Enrollment.status == EnrollmentStatus.ACTIVE
+    )
+    return session.exec(active.limit(1)).first() is not None
 
 
 def confirm(session: Session, settings: Settings, clock: Clock, enrollment_id: int) -> Enrollment:

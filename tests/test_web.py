@@ -86,6 +86,8 @@ def test_confirming_activates_and_sends_lesson_one_at_once(client, settings, smt
         ({"email": "a@example.org", "time_zone": "Nowhere/Land"}, "Unknown time zone"),
         ({"email": "a@example.org", "send_hour": "25"}, "0 to 23"),
         ({"email": "a@example.org", "relationship": "boss"}, "Unknown relationship"),
+        ({"email": "a@example.org", "locale": ["es"]}, "single value"),
+        ({"email": ["a@example.org"]}, "single value"),
     ],
 )
 def test_bad_input_gets_a_clear_json_error_and_stores_nothing(client, settings, payload, message):
@@ -93,6 +95,50 @@ def test_bad_input_gets_a_clear_json_error_and_stores_nothing(client, settings, 
     assert answer.status_code == 422
     assert message in answer.json()["error"]
     assert enrollments(settings) == []
+
+
+def test_a_name_typed_on_a_phone_with_a_curly_apostrophe_is_welcome(client, smtp, deliver):
+    answer = client.post(
+        "/enroll", json={"email": "s@example.org", "first_name": "Siobhán O’Brien"}
+    )
+    assert answer.status_code == 202, answer.text
+    deliver()
+    [message] = smtp.to("s@example.org")
+    assert "Hi Siobhán O’Brien," in message.get_body(("plain",)).get_content()
+
+
+def profile(settings, email: str) -> tuple[str, str, int]:
+    with session_scope(engine_for(settings.database_url)) as session:
+        reader = session.exec(select(Subscriber).where(Subscriber.email == email)).one()
+        return reader.first_name, reader.time_zone, reader.send_hour
+
+
+def test_signing_up_again_before_confirming_takes_corrections_and_keeps_the_rest(
+    client, settings, smtp, deliver
+):
+    first = {"email": "f@example.org", "first_name": "Rosa", "time_zone": "America/Chicago"}
+    client.post("/enroll", json={**first, "send_hour": "7"})
+    client.post("/enroll", json={"email": "F@example.org"})  # a second try: the address only
+    assert profile(settings, "f@example.org") == ("Rosa", "America/Chicago", 7)
+    client.post("/enroll", data={**first, "first_name": "Rosalind"})  # a typo put right
+    deliver()
+    [confirmation] = smtp.to("f@example.org")
+    assert "Hi Rosalind," in confirmation.get_body(("plain",)).get_content()
+    assert profile(settings, "f@example.org") == ("Rosalind", "America/Chicago", 7)
+
+
+def test_once_lessons_flow_a_sign_up_for_another_course_changes_no_details(
+    bilingual, settings, clock, smtp, deliver
+):
+    reader = {"email": "h@example.org", "first_name": "Hana", "time_zone": "Asia/Tokyo"}
+    bilingual.post("/enroll", json={**reader, "sequence": "family-guide"})
+    deliver()
+    bilingual.get(confirm_link(smtp.to("h@example.org")[0]))
+    deliver()
+    # Anyone can type her address into the form: that must not rename her or move her lessons.
+    stranger = {"email": "h@example.org", "first_name": "Nobody", "time_zone": "UTC"}
+    assert bilingual.post("/enroll", json={**stranger, "locale": "es"}).status_code == 202
+    assert profile(settings, "h@example.org") == ("Hana", "Asia/Tokyo", 9)
 
 
 def test_bad_form_input_redisplays_the_form_with_the_message(client):

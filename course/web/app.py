@@ -391,6 +391,12 @@ async def read_body(request: Request, limit: int) -> dict[str, Any]:
             raise InvalidInput("The request body is not valid JSON.") from None
         if not isinstance(data, dict):
             raise InvalidInput('Send a JSON object with at least an "email" field.')
+        nested = sorted(k for k, v in data.items() if isinstance(v, (dict, list)))
+        if nested:
+            raise InvalidInput(
+                f'Each field takes a single value, not a list or an object: "{nested[0]}".',
+                "not_understood",
+            )
         return data
     if "application/x-www-form-urlencoded" in content_type or not content_type:
         return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))

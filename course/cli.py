@@ -197,7 +197,14 @@ def cmd_web(args: argparse.Namespace) -> int:
     from course.web import create_app
 
     settings = _settings()
-    if not settings.dev:
+    if settings.dev:
+        print(
+            "COURSE_DEV is set: development mode. The safety checks are off and /dev/mailbox"
+            " shows every email sent, links included: never run like this where others can"
+            " reach it.",
+            file=sys.stderr,
+        )
+    else:
         settings.require_production_ready()
     uvicorn.run(create_app(settings), host=args.host, port=args.port, proxy_headers=True)
     return 0
@@ -260,7 +267,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
                 version, _ = publish(session, sequence, SystemClock())
             print(f"Published {sequence.slug} version {version.version}.")
 
-        celery = [sys.executable, "-m", "celery", "-A", "worker"]
+        # No banners: they would scroll the URLs printed below off the screen.
+        celery = [sys.executable, "-m", "celery", "-A", "worker", "--quiet"]
         beat_schedule = str(dev_dir / "beat-schedule")
         for command in (
             [*celery, "worker", "--loglevel=WARNING", "--concurrency=2"],

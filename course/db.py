@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Executable, event
+from sqlalchemy import Connection, Engine, Executable, event, inspect, text
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlmodel import Session, create_engine
@@ -221,3 +221,19 @@ def upgrade(url: str) -> None:
     from alembic import command
 
     command.upgrade(alembic_config(url), "head")
+
+
+@lru_cache
+def _head_revisions() -> frozenset[str]:
+    from alembic.script import ScriptDirectory
+
+    return frozenset(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
+
+
+def schema_is_current(conn: Connection) -> bool:
+    """Whether `course db upgrade` has brought this database to the code's newest schema."""
+    # Read directly: alembic's MigrationContext logs two lines each time, and /health asks often.
+    if not inspect(conn).has_table("alembic_version"):
+        return False
+    current = conn.execute(text("SELECT version_num FROM alembic_version")).scalars()
+    return frozenset(current) == _head_revisions()

@@ -13,6 +13,7 @@ from course.errors import ConfigurationError
 
 DEV_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 class Settings(BaseSettings):
@@ -59,6 +60,13 @@ class Settings(BaseSettings):
         if not self.postal_address.strip():
             problems.append(
                 "COURSE_POSTAL_ADDRESS must be set (the law requires a postal address in every email)"
+            )
+        base = urlsplit(self.base_url)
+        if base.scheme != "https" and base.hostname not in LOCAL_HOSTS:
+            problems.append(
+                "COURSE_BASE_URL must start with https:// (every email's one-click unsubscribe"
+                " link is built from it, and mail providers accept only https there); only a"
+                " trial on this machine (localhost) may use http"
             )
         if problems:
             raise ConfigurationError("; ".join(problems))

@@ -71,7 +71,9 @@ def test_confirming_activates_and_sends_lesson_one_at_once(client, settings, smt
     deliver()
     subjects = [m["Subject"] for m in smtp.to("a@example.org")]
     assert subjects[-1] == "Welcome, Ann"
-    assert client.get(link).status_code == 200  # a second click is harmless
+    again = client.get(link)  # a second click is harmless, and says where things stand
+    assert again.status_code == 200 and "already signed up" in again.text
+    assert "first lesson is on its way" not in again.text
     deliver()
     assert len(smtp.to("a@example.org")) == 2
 
@@ -265,7 +267,36 @@ def test_the_data_link_expires_after_a_day(client, settings, clock, smtp, delive
 def test_health_checks_database_and_redis(client):
     answer = client.get("/health")
     assert answer.status_code == 200
-    assert answer.json() == {"status": "ok", "database": "ok", "redis": "ok"}
+    assert answer.json() == {"status": "ok", "database": "ok", "courses": "ok", "redis": "ok"}
+
+
+def test_before_a_course_is_published_readers_are_asked_to_come_back_and_health_says_why(
+    settings, clock
+):
+    from course.web import create_app
+
+    with TestClient(create_app(settings, clock, enqueue=lambda _: None, kick=lambda: None)) as c:
+        page = c.get("/")
+        assert page.status_code == 503 and "Sign-up is not open yet" in page.text
+        assert "<form" not in page.text
+        health = c.get("/health")
+        assert health.status_code == 503
+        assert health.json()["courses"] == "none published: run course lessons publish PATH"
+
+
+def test_an_unmigrated_database_is_named_on_health_and_readers_get_a_page(
+    settings, clock, tmp_path
+):
+    from course.web import create_app
+
+    fresh = settings.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'new.db'}"})
+    app = create_app(fresh, clock, enqueue=lambda _: None, kick=lambda: None)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        health = c.get("/health")
+        assert health.status_code == 503
+        assert health.json()["database"] == "schema out of date: run course db upgrade"
+        page = c.get("/")
+        assert page.status_code == 503 and "Sign-up is not open yet" in page.text
 
 
 def test_unknown_pages_get_a_friendly_404(client):

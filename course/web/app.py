@@ -14,12 +14,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import select, text
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from course import enrollment as verbs
 from course.clock import Clock, SystemClock
-from course.db import engine_for, session_scope
+from course.db import engine_for, schema_is_current, session_scope
 from course.errors import CourseError, InvalidInput, TokenInvalid
 from course.lessons import latest_version, published
 from course.models import Enrollment, EnrollmentStatus, SequenceVersion
@@ -147,9 +148,10 @@ def create_app(
         status: int = 200,
         error: str | None = None,
         values: dict[str, Any] | None = None,
+        courses: dict[str, tuple[SequenceVersion, int]] | None = None,
     ) -> HTMLResponse:
         values = values or {}
-        courses = offered()
+        courses = courses if courses is not None else offered()
         # The form says which language it was shown in, so an error comes back in the same one.
         lang = page_locale(request, str(values.get("lang") or "") or None)
         picked = str(values.get("sequence") or "")
@@ -177,7 +179,18 @@ def create_app(
 
     @app.get("/", response_class=HTMLResponse)
     def home(request: Request) -> HTMLResponse:
-        return signup_page(request)
+        try:
+            courses = offered()
+        except SQLAlchemyError:
+            # A reader gets "come back later"; the operator gets the cause here and on /health.
+            log.exception("the sign-up page cannot read the published courses")
+            courses = {}
+        if not courses:
+            log.error("no course is open for sign-up: see /health")
+            closed = CourseError(i18n.catalog("en")["errors.not_open"], "not_open")
+            closed.status_code = 503
+            raise closed
+        return signup_page(request, courses=courses)
 
     @app.post("/enroll")
     async def enroll(request: Request) -> Response:
@@ -216,6 +229,8 @@ def create_app(
         with session_scope(engine) as session:
             enrollment = verbs.confirm(session, settings, clock, enrollment_id)
             status = enrollment.status
+            if status == EnrollmentStatus.ACTIVE and enrollment.next_position > 1:
+                status = "under_way"  # the link opened again, after lessons began
         kick()
         unsubscribe_token = make_token(
             settings.secret_key, Purpose.UNSUBSCRIBE, enrollment_id, clock
@@ -337,8 +352,12 @@ def create_app(
         checks: dict[str, str] = {}
         try:
             with engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            checks["database"] = "ok"
+                current = schema_is_current(conn)
+            checks["database"] = "ok" if current else "schema out of date: run course db upgrade"
+            if current:
+                checks["courses"] = (
+                    "ok" if offered() else "none published: run course lessons publish PATH"
+                )
         except Exception as exc:
             checks["database"] = f"error: {type(exc).__name__}"
         try:

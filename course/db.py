@@ -224,16 +224,22 @@ def upgrade(url: str) -> None:
 
 
 @lru_cache
-def _head_revisions() -> frozenset[str]:
+def _revisions() -> tuple[frozenset[str], frozenset[str]]:
+    """(the newest revisions, every revision) this code's migrations know."""
     from alembic.script import ScriptDirectory
 
-    return frozenset(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
+    scripts = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return frozenset(scripts.get_heads()), frozenset(r.revision for r in scripts.walk_revisions())
 
 
-def schema_is_current(conn: Connection) -> bool:
-    """Whether `course db upgrade` has brought this database to the code's newest schema."""
+def schema_state(conn: Connection) -> str:
+    """ "current"; "behind" (run `course db upgrade`); or "ahead": a newer release migrated this
+    database, and this code may not understand it."""
+    heads, known = _revisions()
     # Read directly: alembic's MigrationContext logs two lines each time, and /health asks often.
     if not inspect(conn).has_table("alembic_version"):
-        return False
-    current = conn.execute(text("SELECT version_num FROM alembic_version")).scalars()
-    return frozenset(current) == _head_revisions()
+        return "behind"
+    current = frozenset(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
+    if current == heads:
+        return "current"
+    return "behind" if current <= known else "ahead"

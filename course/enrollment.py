@@ -48,8 +48,8 @@ class EnrollRequest:
     sequence: str = ""
     relationship: str = "other"
     substance: str = "unsure"  # who skips the question gets the wording for "not sure"
-    # The profile fields this sign-up filled in: one that leaves a field out (a second try, an
-    # API call with the address only) must not blank what an earlier one gave.
+    # The profile fields this sign-up sent: one that leaves a field out (an API call with the
+    # address only, say) must not blank what an earlier one gave.
     given: frozenset[str] = frozenset(PROFILE)
 
     @classmethod
@@ -82,7 +82,9 @@ class EnrollRequest:
         relationship = _choice(data.get("relationship"), "relationship", "other")
         substance = _choice(data.get("substance"), "substance", "unsure")
         sequence = str(data.get("sequence") or default_sequence).strip()
-        given = frozenset(f for f in PROFILE if str(data.get(f) or "").strip())
+        # The form always sends every field (empty for "prefer not to say"); an API call may
+        # leave some out.
+        given = frozenset(f for f in PROFILE if f in data)
         return cls(
             email=email,
             first_name=first_name,

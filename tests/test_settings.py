@@ -55,7 +55,7 @@ def unconfigured(tmp_path: Path, redis_url: str) -> dict[str, str]:
     [
         ["-m", "course.cli", "web", "--port", "0"],
         ["-m", "celery", "-A", "worker", "worker", "--pool=solo"],
-        ["-m", "celery", "-A", "worker", "beat"],
+        ["-m", "celery", "-A", "worker", "beat", "--schedule", "{tmp}/beat-schedule"],
     ],
     ids=["web", "worker", "beat"],
 )
@@ -63,7 +63,7 @@ def test_the_web_app_worker_and_beat_refuse_to_start_unconfigured(
     tmp_path: Path, redis_url: str, command: list[str]
 ) -> None:
     result = subprocess.run(
-        [sys.executable, *command],
+        [sys.executable, *(part.format(tmp=tmp_path) for part in command)],
         env=unconfigured(tmp_path, redis_url),
         cwd=PROJECT_ROOT,
         capture_output=True,

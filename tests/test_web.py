@@ -109,24 +109,28 @@ def test_a_name_typed_on_a_phone_with_a_curly_apostrophe_is_welcome(client, smtp
     assert "Hi Siobhán O’Brien," in message.get_body(("plain",)).get_content()
 
 
-def profile(settings, email: str) -> tuple[str, str, int]:
+def profile(settings, email: str) -> tuple[str, str, int, str]:
     with session_scope(engine_for(settings.database_url)) as session:
         reader = session.exec(select(Subscriber).where(Subscriber.email == email)).one()
-        return reader.first_name, reader.time_zone, reader.send_hour
+        return reader.first_name, reader.time_zone, reader.send_hour, reader.substance
 
 
-def test_signing_up_again_before_confirming_takes_corrections_and_keeps_the_rest(
+def test_signing_up_again_before_confirming_takes_the_new_form_and_keeps_what_an_api_leaves_out(
     client, settings, smtp, deliver
 ):
     first = {"email": "f@example.org", "first_name": "Rosa", "time_zone": "America/Chicago"}
-    client.post("/enroll", json={**first, "send_hour": "7"})
-    client.post("/enroll", json={"email": "F@example.org"})  # a second try: the address only
-    assert profile(settings, "f@example.org") == ("Rosa", "America/Chicago", 7)
-    client.post("/enroll", data={**first, "first_name": "Rosalind"})  # a typo put right
+    client.post("/enroll", json={**first, "send_hour": 7, "substance": "opioids"})
+    client.post("/enroll", json={"email": "F@example.org"})  # an API retry: the address only
+    assert profile(settings, "f@example.org") == ("Rosa", "America/Chicago", 7, "opioids")
+    client.post("/enroll", json={"email": "f@example.org", "send_hour": 0})  # midnight
+    assert profile(settings, "f@example.org") == ("Rosa", "America/Chicago", 0, "opioids")
+    # The form again, as a browser sends it: every field, "" for "prefer not to say".
+    form = {**first, "first_name": "Rosalind", "send_hour": "7", "relationship": ""}
+    client.post("/enroll", data={**form, "substance": "", "sequence": "mini-course", "lang": "en"})
     deliver()
     [confirmation] = smtp.to("f@example.org")
     assert "Hi Rosalind," in confirmation.get_body(("plain",)).get_content()
-    assert profile(settings, "f@example.org") == ("Rosalind", "America/Chicago", 7)
+    assert profile(settings, "f@example.org") == ("Rosalind", "America/Chicago", 7, "unsure")
 
 
 def test_once_lessons_flow_a_sign_up_for_another_course_changes_no_details(
@@ -140,7 +144,7 @@ def test_once_lessons_flow_a_sign_up_for_another_course_changes_no_details(
     # Anyone can type her address into the form: that must not rename her or move her lessons.
     stranger = {"email": "h@example.org", "first_name": "Nobody", "time_zone": "UTC"}
     assert bilingual.post("/enroll", json={**stranger, "locale": "es"}).status_code == 202
-    assert profile(settings, "h@example.org") == ("Hana", "Asia/Tokyo", 9)
+    assert profile(settings, "h@example.org") == ("Hana", "Asia/Tokyo", 9, "unsure")
 
 
 def test_bad_form_input_redisplays_the_form_with_the_message(client):
@@ -279,9 +283,29 @@ def test_before_a_course_is_published_readers_are_asked_to_come_back_and_health_
         page = c.get("/")
         assert page.status_code == 503 and "Sign-up is not open yet" in page.text
         assert "<form" not in page.text
+        api = c.post("/enroll", json={"email": "early@example.org"})
+        assert api.status_code == 503 and api.json()["code"] == "not_open"
         health = c.get("/health")
         assert health.status_code == 503
         assert health.json()["courses"] == "none published: run course lessons publish PATH"
+
+
+def test_a_database_a_newer_release_migrated_is_named_on_health(settings, clock, tmp_path):
+    from sqlalchemy import text
+
+    from course.db import upgrade
+    from course.web import create_app
+
+    url = f"sqlite:///{tmp_path / 'newer.db'}"
+    upgrade(url)
+    with engine_for(url).begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    newer = settings.model_copy(update={"database_url": url})
+    app = create_app(newer, clock, enqueue=lambda _: None, kick=lambda: None)
+    with TestClient(app) as c:
+        health = c.get("/health")
+    assert health.status_code == 503
+    assert health.json()["database"].startswith("schema is newer than this code")
 
 
 def test_an_unmigrated_database_is_named_on_health_and_readers_get_a_page(
@@ -297,6 +321,8 @@ def test_an_unmigrated_database_is_named_on_health_and_readers_get_a_page(
         assert health.json()["database"] == "schema out of date: run course db upgrade"
         page = c.get("/")
         assert page.status_code == 503 and "Sign-up is not open yet" in page.text
+        form = c.post("/enroll", data={"email": "early@example.org"})
+        assert form.status_code == 503 and "Sign-up is not open yet" in form.text
 
 
 def test_unknown_pages_get_a_friendly_404(client):

@@ -20,8 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from course import enrollment as verbs
 from course.clock import Clock, SystemClock
-from course.db import engine_for, schema_is_current, session_scope
-from course.errors import CourseError, InvalidInput, TokenInvalid
+from course.db import engine_for, schema_state, session_scope
+from course.errors import CourseError, InvalidInput, TokenInvalid, UnknownSequence
 from course.lessons import latest_version, published
 from course.models import Enrollment, EnrollmentStatus, SequenceVersion
 from course.queue import enqueue_sends, kick_tick
@@ -177,19 +177,26 @@ def create_app(
             return exc.message
         return i18n.catalog(lang)[key]
 
+    def open_courses() -> dict[str, tuple[SequenceVersion, int]]:
+        """What offered() says, or nothing when the database cannot say (not migrated, say)."""
+        try:
+            return offered()
+        except SQLAlchemyError:
+            # The reader gets "come back later"; the operator gets the cause here and on /health.
+            log.exception("the published courses cannot be read")
+            return {}
+
+    def not_open() -> CourseError:
+        log.error("no course is open for sign-up: see /health")
+        closed = CourseError(i18n.catalog("en")["errors.not_open"], "not_open")
+        closed.status_code = 503
+        return closed
+
     @app.get("/", response_class=HTMLResponse)
     def home(request: Request) -> HTMLResponse:
-        try:
-            courses = offered()
-        except SQLAlchemyError:
-            # A reader gets "come back later"; the operator gets the cause here and on /health.
-            log.exception("the sign-up page cannot read the published courses")
-            courses = {}
+        courses = open_courses()
         if not courses:
-            log.error("no course is open for sign-up: see /health")
-            closed = CourseError(i18n.catalog("en")["errors.not_open"], "not_open")
-            closed.status_code = 503
-            raise closed
+            raise not_open()
         return signup_page(request, courses=courses)
 
     @app.post("/enroll")
@@ -203,6 +210,10 @@ def create_app(
             with session_scope(engine) as session:
                 ids = verbs.enroll(session, settings, clock, req)
                 locale = latest_version(session, req.sequence).locale
+        except (UnknownSequence, SQLAlchemyError):
+            if not open_courses():  # nothing published yet, or the schema is not there
+                raise not_open() from None
+            raise
         except InvalidInput as exc:
             if as_json:
                 raise
@@ -352,9 +363,13 @@ def create_app(
         checks: dict[str, str] = {}
         try:
             with engine.connect() as conn:
-                current = schema_is_current(conn)
-            checks["database"] = "ok" if current else "schema out of date: run course db upgrade"
-            if current:
+                schema = schema_state(conn)
+            checks["database"] = {
+                "current": "ok",
+                "behind": "schema out of date: run course db upgrade",
+                "ahead": "schema is newer than this code: run the release that migrated it",
+            }[schema]
+            if schema == "current":
                 checks["courses"] = (
                     "ok" if offered() else "none published: run course lessons publish PATH"
                 )

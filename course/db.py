@@ -233,8 +233,8 @@ def _revisions() -> tuple[frozenset[str], frozenset[str]]:
 
 
 def schema_state(conn: Connection) -> str:
-    """ "current"; "behind" (run `course db upgrade`); or "ahead": a newer release migrated this
-    database, and this code may not understand it."""
+    """Where the database's schema stands against this code: "current"; "behind" (run
+    `course db upgrade`); or "ahead" (a newer release migrated it)."""
     heads, known = _revisions()
     # Read directly: alembic's MigrationContext logs two lines each time, and /health asks often.
     if not inspect(conn).has_table("alembic_version"):

@@ -132,20 +132,18 @@ def enroll(session: Session, settings: Settings, clock: Clock, req: EnrollReques
         session.add(subscriber)
     if subscriber.suppressed_at is not None:
         return []
-    enrollment = (
-        session.exec(
-            select(Enrollment).where(
-                Enrollment.subscriber_id == subscriber.id, Enrollment.sequence_slug == req.sequence
-            )
-        ).first()
+    # One row per course this person ever joined: a handful at most.
+    joined = (
+        session.exec(select(Enrollment).where(Enrollment.subscriber_id == subscriber.id)).all()
         if subscriber.id
-        else None
+        else []
     )
+    enrollment = next((e for e in joined if e.sequence_slug == req.sequence), None)
     if enrollment is not None and enrollment.status == EnrollmentStatus.ACTIVE:
         return []  # already receiving lessons; don't let a stranger change their details
     if subscriber.id is None:
         _apply_profile(subscriber, req, PROFILE)
-    elif not _receiving_lessons(session, subscriber.id):
+    elif all(e.status != EnrollmentStatus.ACTIVE for e in joined):
         # Anyone can send this form for any address; once lessons flow (in any course), only
         # the reader's own links change anything.
         _apply_profile(subscriber, req, req.given)
@@ -217,13 +215,6 @@ def request_data_link(
 def _apply_profile(subscriber: Subscriber, req: EnrollRequest, fields: Iterable[str]) -> None:
     for name in fields:
         setattr(subscriber, name, getattr(req, name))
-
-
-def _receiving_lessons(session: Session, subscriber_id: int) -> bool:
-    active = select(Enrollment.id).where(
-        Enrollment.subscriber_id == subscriber_id, Enrollment.status == EnrollmentStatus.ACTIVE
-    )
-    return session.exec(active.limit(1)).first() is not None
 
 
 def confirm(session: Session, settings: Settings, clock: Clock, enrollment_id: int) -> Enrollment:

@@ -83,22 +83,33 @@ def forget() -> None:
 
 @dataclass
 class LessonPlan:
-    """The shape of the sequence versions in a batch: each lesson's delay, and where aftercare starts."""
+    """The shape of the sequence versions in a batch: each lesson's delay, where aftercare
+    starts, and which lessons a reader who has switched to aftercare still gets."""
 
     delays: dict[tuple[int, int], int]
     aftercare: dict[int, list[int]]  # version id -> positions of its aftercare lessons
+    # version id -> positions sent after the switch to aftercare: aftercare and never-skip.
+    after_switch: dict[int, list[int]]
 
     @classmethod
     def of(cls, versions: Iterable[Published]) -> LessonPlan:
         delays: dict[tuple[int, int], int] = {}
         aftercare: dict[int, list[int]] = {}
+        after_switch: dict[int, list[int]] = {}
         for entry in versions:
             for position, lesson in entry.lessons.items():
                 delays[(lesson.version_id, position)] = lesson.delay_days
                 if lesson.module == "aftercare":
                     aftercare.setdefault(lesson.version_id, []).append(position)
-        return cls(delays=delays, aftercare=aftercare)
+                if lesson.module == "aftercare" or lesson.never_skip:
+                    after_switch.setdefault(lesson.version_id, []).append(position)
+        return cls(delays=delays, aftercare=aftercare, after_switch=after_switch)
 
     def aftercare_after(self, version_id: int, position: int) -> int | None:
         """The first aftercare lesson after `position`, if there is one."""
         return next((p for p in self.aftercare.get(version_id, ()) if p > position), None)
+
+    def next_if_switched(self, version_id: int, position: int) -> int | None:
+        """The lesson after `position` for a reader who has switched to aftercare: the next
+        aftercare lesson, or a never-skip lesson (overdose, safety) they have not had yet."""
+        return next((p for p in self.after_switch.get(version_id, ()) if p > position), None)

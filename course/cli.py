@@ -55,6 +55,9 @@ def cmd_lessons_check(args: argparse.Namespace) -> int:
             for problem in exc.problems:
                 print(problem, file=sys.stderr)
             continue
+        from course import readability
+
+        scale = readability.scale(sequence.locale)
         day = 0
         rows = []
         for report in reports:
@@ -64,17 +67,20 @@ def cmd_lessons_check(args: argparse.Namespace) -> int:
                     report.lesson.path.name,
                     report.lesson.subject,
                     str(day),
-                    f"{report.grade:.1f}",
+                    f"{report.reading:.1f}",
                     str(report.words),
-                    "; ".join(report.warnings),
+                    "; ".join(
+                        (["never skipped"] if report.lesson.never_skip else []) + report.warnings
+                    ),
                 ]
             )
-        hardest = max(r.grade for r in reports)
+        hardest = scale.hardest([r.reading for r in reports])
         print(
-            f"{sequence.slug}: {sequence.title} ({len(reports)} lessons; hardest reading grade "
-            f"{hardest:.1f}, limit {sequence.max_grade:g})"
+            f"{sequence.slug}: {sequence.title} ({len(reports)} lessons; reading scored as "
+            f"{scale.name}: hardest {hardest:.1f}, limit {sequence.reading_limit:g})"
         )
-        print_table(rows, ["lesson", "subject", "day", "grade", "words", "warnings"])
+        column = "ease" if scale.higher_is_easier else "grade"
+        print_table(rows, ["lesson", "subject", "day", column, "words", "notes"])
         print()
     if failed:
         print("Not valid: fix the lines above and run the check again.", file=sys.stderr)

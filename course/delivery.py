@@ -270,6 +270,7 @@ class DeliveryRow:
 @dataclass(frozen=True, slots=True)
 class EnrollmentRow:
     id: int
+    link_key: str
     status: str
     version_id: int
     started_treatment_at: datetime | None
@@ -307,6 +308,8 @@ class Job:
     lesson: Lesson | None
     # First lesson of the aftercare module after this one, if the sequence has one.
     aftercare_from: int | None = None
+    # The lesson after this one if the reader has switched to aftercare (never-skip included).
+    next_if_switched: int | None = None
 
     @property
     def offers_stage_switch(self) -> bool:
@@ -440,6 +443,7 @@ def _jobs(session: Session, result: Iterable[Any]) -> tuple[list[Job], LessonPla
             if d.kind == DeliveryKind.LESSON
             else None,
             plan.aftercare_after(e.version_id, d.position),
+            plan.next_if_switched(e.version_id, d.position),
         )
         for d, e, s, _ in rows
     ]
@@ -508,6 +512,7 @@ class Composer:
         if job.lesson is not None:
             return Content(
                 subject=job.lesson.subject,
+                heading=job.lesson.heading,
                 preheader=job.lesson.preheader,
                 body=job.lesson.body,
                 sources=job.lesson.sources,
@@ -564,22 +569,20 @@ class Composer:
 
     def compose(self, job: Job) -> bytes:
         s = self.settings
-        enrollment_id: int = job.enrollment.id  # type: ignore[assignment]
+        key = job.enrollment.link_key
         tokens = self._tokens
-        unsubscribe_url = self.link("/unsubscribe/" + tokens[Purpose.UNSUBSCRIBE](enrollment_id))
+        unsubscribe_url = self.link("/unsubscribe/" + tokens[Purpose.UNSUBSCRIBE](key))
         kind = job.delivery.kind
         confirm_url = (
-            self.link("/confirm/" + tokens[Purpose.CONFIRM](enrollment_id))
+            self.link("/confirm/" + tokens[Purpose.CONFIRM](key))
             if kind == DeliveryKind.CONFIRM
             else ""
         )
         data_url = (
-            self.link("/my-data/" + tokens[Purpose.DATA](enrollment_id))
-            if kind == DeliveryKind.DATA
-            else ""
+            self.link("/my-data/" + tokens[Purpose.DATA](key)) if kind == DeliveryKind.DATA else ""
         )
         stage = job.offers_stage_switch
-        stage_url = self.link("/stage/" + tokens[Purpose.STAGE](enrollment_id)) if stage else ""
+        stage_url = self.link("/stage/" + tokens[Purpose.STAGE](key)) if stage else ""
         variant = self._variant(job, stage)
         plain = {
             NAME_STAND_IN: job.subscriber.first_name,
@@ -619,6 +622,8 @@ def layout_content(layout_dir: Any, version: SequenceVersion, kind: str) -> Cont
         body=body,
         sender_name=version.sender_name,
         locale=version.locale,
+        action_label=data.get("action", ""),
+        action_url=data.get("action_url", ""),
     )
 
 

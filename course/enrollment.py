@@ -9,11 +9,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import and_, case, delete, func, update
+from sqlalchemy import case, delete, func, or_, update
 from sqlmodel import Session, select
 
 from course.clock import Clock, as_utc
-from course.errors import InvalidInput, TokenInvalid
+from course.errors import InvalidInput, LinkEnded
 from course.lessons import latest_version
 from course.message import new_message_id
 from course.models import (
@@ -28,6 +28,7 @@ from course.models import (
 from course.render import PERSONA_VALUES
 from course.schedule import next_due, valid_time_zone
 from course.settings import Settings
+from course.tokens import Link
 
 # Letters, then letters, spaces, dots, dashes and apostrophes: straight, or the curly one a
 # phone's keyboard types (O’Brien).
@@ -59,12 +60,15 @@ class EnrollRequest:
         first_name = str(data.get("first_name") or "").strip()
         if len(first_name) > 40:
             raise InvalidInput(
-                "Please keep the first name to 40 characters or fewer.", "name_too_long"
+                "Please keep the first name to 40 characters or fewer.",
+                "name_too_long",
+                "first_name",
             )
         if first_name and not NAME_RE.match(first_name):
             raise InvalidInput(
                 "A first name can have letters, spaces, dots, apostrophes and dashes only.",
                 "name_chars",
+                "first_name",
             )
         tz = str(data.get("time_zone") or "").strip() or "UTC"
         hour_raw = data.get("send_hour")
@@ -75,10 +79,12 @@ class EnrollRequest:
                 hour = int(str(hour_raw).split(":")[0])
             except ValueError:
                 raise InvalidInput(
-                    "The send hour must be a whole hour from 0 to 23.", "send_hour"
+                    "The send hour must be a whole hour from 0 to 23.", "send_hour", "send_hour"
                 ) from None
             if not 0 <= hour <= 23:
-                raise InvalidInput("The send hour must be a whole hour from 0 to 23.", "send_hour")
+                raise InvalidInput(
+                    "The send hour must be a whole hour from 0 to 23.", "send_hour", "send_hour"
+                )
         relationship = _choice(data.get("relationship"), "relationship", "other")
         substance = _choice(data.get("substance"), "substance", "unsure")
         sequence = str(data.get("sequence") or default_sequence).strip()
@@ -99,14 +105,14 @@ class EnrollRequest:
 
 def _email(raw: Any) -> str:
     if not isinstance(raw, str) or not raw.strip():
-        raise InvalidInput("Please enter your email address.", "email_missing")
+        raise InvalidInput("Please enter your email address.", "email_missing", "email")
     if len(raw) > 254 or "\n" in raw or "\r" in raw:
-        raise InvalidInput("That email address does not look right.", "email_invalid")
+        raise InvalidInput("That email address does not look right.", "email_invalid", "email")
     try:
         result = validate_email(raw.strip(), check_deliverability=False)
     except EmailNotValidError as exc:
         raise InvalidInput(
-            f"That email address does not look right: {exc}", "email_invalid"
+            f"That email address does not look right: {exc}", "email_invalid", "email"
         ) from exc
     return result.normalized.lower()
 
@@ -114,7 +120,7 @@ def _email(raw: Any) -> str:
 def _choice(raw: Any, name: str, default: str) -> str:
     value = str(raw or "").strip() or default
     if value not in PERSONA_VALUES[name]:
-        raise InvalidInput(f"Unknown {name} {value!r}.", "choice")
+        raise InvalidInput(f"Unknown {name} {value!r}.", "choice", name)
     return value
 
 
@@ -217,13 +223,35 @@ def _apply_profile(subscriber: Subscriber, req: EnrollRequest, fields: Iterable[
         setattr(subscriber, name, getattr(req, name))
 
 
+# A link's signing time has whole seconds; the row's creation time does not.
+_SIGNED_IN_THE_SAME_SECOND = timedelta(seconds=1)
+
+
+def linked_enrollment(session: Session, link: Link) -> Enrollment:
+    """The enrollment a reader's link names, or LinkEnded if it is gone.
+
+    A link names the enrollment's link key, which no other enrollment ever gets. A link signed
+    before keys existed names an id: it is honoured only for an enrollment that existed when the
+    link was signed, because a later one may have been given the same id (SQLite reused them).
+    """
+    if link.key is not None:
+        found = session.exec(select(Enrollment).where(Enrollment.link_key == link.key)).first()
+    else:
+        found = session.get(Enrollment, link.legacy_id)
+        if found is not None and as_utc(found.created_at) >= (
+            link.signed_at + _SIGNED_IN_THE_SAME_SECOND
+        ):
+            found = None
+    if found is None:
+        raise LinkEnded()
+    return found
+
+
 def confirm(session: Session, settings: Settings, clock: Clock, enrollment_id: int) -> Enrollment:
     """Activate a pending enrollment; its first lesson becomes due. Clicking twice is harmless."""
     enrollment = session.get(Enrollment, enrollment_id)
     if enrollment is None:
-        raise TokenInvalid(
-            "This link is no longer valid. You can sign up again on our home page.", "link_gone"
-        )
+        raise LinkEnded()
     if enrollment.status != EnrollmentStatus.PENDING:
         return enrollment
     subscriber = session.get(Subscriber, enrollment.subscriber_id)
@@ -275,9 +303,7 @@ def email_of(session: Session, enrollment_id: int) -> str:
         .where(Enrollment.id == enrollment_id)
     ).first()
     if email is None:
-        raise TokenInvalid(
-            "This link is no longer valid. You can sign up again on our home page.", "link_gone"
-        )
+        raise LinkEnded()
     return email
 
 
@@ -343,29 +369,38 @@ def erase(session: Session, email: str) -> bool:
 
 
 def start_aftercare(session: Session, clock: Clock, enrollment_id: int) -> Enrollment:
-    """The reader says treatment has started: from the next lesson on, send only aftercare.
+    """The reader says treatment has started: from the next lesson on, send aftercare, and
+    every never-skip lesson (overdose, safety) not sent yet.
 
-    A lesson already in flight still goes out; sending it then moves on to aftercare (see
+    A lesson already in flight still goes out; sending it then moves on the same way (see
     recording.sent_writes), so the switch holds whenever it is clicked. Clicking twice is harmless.
     """
     enrollment = session.get(Enrollment, enrollment_id)
     if enrollment is None:
-        raise TokenInvalid(
-            "This link is no longer valid. The course may have been deleted.", "link_gone"
-        )
+        raise LinkEnded()
     if enrollment.status != EnrollmentStatus.ACTIVE or enrollment.started_treatment_at:
         return enrollment
-    start = session.exec(
-        select(func.min(Lesson.position)).where(
+    has_aftercare = session.exec(
+        select(func.count(Lesson.id)).where(  # type: ignore[arg-type]
             Lesson.version_id == enrollment.version_id, Lesson.module == "aftercare"
         )
     ).one()
-    if start is None:
+    if not has_aftercare:
         raise InvalidInput(
             "This course has no lessons about recovery to move on to.", "no_aftercare"
         )
+    # The first lesson from the current one on that a switched reader still gets.
+    target = (
+        select(func.min(Lesson.position))
+        .where(
+            Lesson.version_id == Enrollment.version_id,
+            Lesson.position >= Enrollment.next_position,
+            or_(Lesson.module == "aftercare", Lesson.never_skip),
+        )
+        .scalar_subquery()
+    )
     # One statement, so it cannot interleave with a worker claiming or finishing a lesson: an
-    # idle enrollment jumps now; one with a lesson in flight jumps when that lesson is recorded.
+    # idle enrollment moves now; one with a lesson in flight moves when that lesson is recorded.
     session.execute(
         update(Enrollment)
         .where(
@@ -377,11 +412,8 @@ def start_aftercare(session: Session, clock: Clock, enrollment_id: int) -> Enrol
             started_treatment_at=clock.now(),
             next_position=case(
                 (
-                    and_(
-                        Enrollment.next_due_at.is_not(None),  # type: ignore[union-attr]
-                        Enrollment.next_position < start,
-                    ),
-                    start,
+                    Enrollment.next_due_at.is_not(None),  # type: ignore[union-attr]
+                    func.coalesce(target, Enrollment.next_position),
                 ),
                 else_=Enrollment.next_position,
             ),

@@ -17,6 +17,11 @@ class CourseError(Exception):
 class InvalidInput(CourseError):
     status_code = 422
 
+    def __init__(self, message: str, code: str = "", field: str = "") -> None:
+        super().__init__(message, code)
+        # The form field to point the reader at, when one is to blame.
+        self.field = field
+
 
 class UnknownSequence(CourseError):
     status_code = 404
@@ -31,6 +36,19 @@ class TokenInvalid(CourseError):
 class TokenExpired(TokenInvalid):
     status_code = 410
     default_code = "link_expired"
+
+
+class LinkEnded(TokenInvalid):
+    """A genuine link whose enrollment is gone (erased, or a database restored without it)."""
+
+    status_code = 410
+    default_code = "link_ended"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This link has ended, and nothing was changed. If you would like the lessons, you "
+            "can sign up again on our home page."
+        )
 
 
 class LessonInvalid(CourseError):

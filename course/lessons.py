@@ -50,11 +50,20 @@ FILE_RE = re.compile(r"^(\d{2,3})-([a-z0-9][a-z0-9-]*)\.md$")
 LOCALES = ("en", "es")
 MODULES = ("recognize", "act", "aftercare")
 MAX_SUBJECT = 70
-# Flesch-Kincaid grade of a lesson's plain text; a sequence may set a lower `max_grade`.
-MAX_GRADE = 8.0
-AIM_GRADE = 7.0
+MAX_HEADING = 120
+# How hard a lesson's plain text may be to read: see course.readability.
+MAX_GRADE = readability.MAX_GRADE
 LONG_LESSON_WORDS = 700
-FRONT_MATTER_FIELDS = {"key", "subject", "preheader", "delay_days", "module", "sources"}
+FRONT_MATTER_FIELDS = {
+    "key",
+    "subject",
+    "heading",
+    "preheader",
+    "delay_days",
+    "module",
+    "never_skip",
+    "sources",
+}
 
 
 @dataclass
@@ -69,10 +78,15 @@ class LessonSpec:
     body: str
     body_line: int  # line of the file where the body starts, for error messages
     sources: list[dict[str, str]] = field(default_factory=list)
+    # Sent to everyone, whatever the reader switches to later (overdose, safety).
+    never_skip: bool = False
+    # The heading inside the email, which may say more than the subject; empty: the subject.
+    heading: str = ""
 
     def content(self, sequence: SequenceSpec) -> Content:
         return Content(
             subject=self.subject,
+            heading=self.heading,
             preheader=self.preheader,
             body=self.body,
             sources=self.sources,
@@ -92,7 +106,14 @@ class SequenceSpec:
     sender_name: str
     lessons: list[LessonSpec]
     content_hash: str
-    max_grade: float = MAX_GRADE
+    max_grade: float = MAX_GRADE  # English
+    min_ease: float = readability.MIN_EASE  # Spanish
+    # Whether subjects, preheaders, the title and the sender name may name the topic.
+    allow_revealing_subjects: bool = False
+
+    @property
+    def reading_limit(self) -> float:
+        return self.min_ease if readability.scale(self.locale).higher_is_easier else self.max_grade
 
 
 def split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], str, int]:
@@ -159,6 +180,18 @@ def load_lesson(path: Path, position: int, key_from_name: str) -> LessonSpec:
         )
     elif subject.isupper():
         problems.append(f"{where('subject')}: subject is all capitals; spam filters dislike that")
+    heading = data.get("heading", "")
+    if not isinstance(heading, str) or "\n" in heading or "\r" in heading:
+        problems.append(f"{where('heading')}: heading must be one line of text")
+        heading = ""
+    elif len(heading) > MAX_HEADING:
+        problems.append(
+            f"{where('heading')}: heading is {len(heading)} characters; keep it to {MAX_HEADING}"
+        )
+    never_skip = data.get("never_skip", False)
+    if not isinstance(never_skip, bool):
+        problems.append(f"{where('never_skip')}: never_skip must be true or false")
+        never_skip = False
     preheader = data.get("preheader")
     if not isinstance(preheader, str) or not preheader.strip():
         problems.append(
@@ -173,7 +206,7 @@ def load_lesson(path: Path, position: int, key_from_name: str) -> LessonSpec:
     if module and module not in MODULES:
         problems.append(f"{where('module')}: module must be one of {', '.join(MODULES)}")
     sources = _sources(data.get("sources"), where("sources"), problems)
-    for name, value in (("subject", subject), ("preheader", preheader)):
+    for name, value in (("subject", subject), ("heading", heading), ("preheader", preheader)):
         problems.extend(_template_problems(value, str(path), _field_line(text, name) - 1))
     problems.extend(_template_problems(body, str(path), body_line - 1))
     if problems:
@@ -189,6 +222,8 @@ def load_lesson(path: Path, position: int, key_from_name: str) -> LessonSpec:
         body=body,
         body_line=body_line,
         sources=sources,
+        never_skip=never_skip,
+        heading=heading.strip(),
     )
 
 
@@ -260,17 +295,40 @@ def load_sequence(path: Path) -> SequenceSpec:
     if any(ch in sender for ch in '\r\n<>"') or len(sender) > 80:
         problems.append(f"{meta_path}:1: sender_name must be one short line without < > or quotes")
 
+    meta_text = meta_path.read_text(encoding="utf-8") if meta_path.is_file() else ""
+
+    def meta_line(name: str) -> str:
+        return f"{meta_path}:{_field_line(meta_text, name)}"
+
+    spanish = readability.scale(locale).higher_is_easier
     max_grade = info.get("max_grade", MAX_GRADE)
-    if (
-        not isinstance(max_grade, int | float)
-        or isinstance(max_grade, bool)
-        or not 0 < max_grade <= MAX_GRADE
-    ):
+    if spanish and "max_grade" in info:
         problems.append(
-            f"{meta_path}:{_field_line(meta_path.read_text(encoding='utf-8'), 'max_grade')}: "
-            f"max_grade must be a number above 0 and at most {MAX_GRADE:g}"
+            f"{meta_line('max_grade')}: max_grade is an English reading grade; a Spanish course "
+            f"sets min_ease instead ({readability.INFLESZ.name}, {readability.MIN_EASE:g} or more)"
+        )
+    elif not _number(max_grade) or not 0 < max_grade <= MAX_GRADE:
+        problems.append(
+            f"{meta_line('max_grade')}: max_grade must be a number above 0 and at most "
+            f"{MAX_GRADE:g}"
         )
         max_grade = MAX_GRADE
+    min_ease = info.get("min_ease", readability.MIN_EASE)
+    if not spanish and "min_ease" in info:
+        problems.append(
+            f"{meta_line('min_ease')}: min_ease is for Spanish courses; an English course sets "
+            "max_grade instead"
+        )
+    elif not _number(min_ease) or not readability.MIN_EASE <= min_ease <= 100:
+        problems.append(
+            f"{meta_line('min_ease')}: min_ease must be a number from {readability.MIN_EASE:g} "
+            "(fairly easy) to 100"
+        )
+        min_ease = readability.MIN_EASE
+    allow_revealing = info.get("allow_revealing_subjects", False)
+    if not isinstance(allow_revealing, bool):
+        problems.append(f"{meta_line('allow_revealing_subjects')}: must be true or false")
+        allow_revealing = False
 
     lessons: list[LessonSpec] = []
     files = sorted(p for p in path.glob("*.md") if not p.name.startswith("_"))
@@ -293,6 +351,7 @@ def load_sequence(path: Path) -> SequenceSpec:
             )
         seen_keys[lesson.key] = file
         lessons.append(lesson)
+    problems.extend(_aftercare_last(lessons))
     if problems:
         raise LessonInvalid(problems)
     digest = hashlib.sha256()
@@ -308,7 +367,29 @@ def load_sequence(path: Path) -> SequenceSpec:
         lessons=lessons,
         content_hash=digest.hexdigest(),
         max_grade=float(max_grade),
+        min_ease=float(min_ease),
+        allow_revealing_subjects=allow_revealing,
     )
+
+
+def _aftercare_last(lessons: list[LessonSpec]) -> list[str]:
+    """A reader who says treatment has started jumps forward to the aftercare lessons, so
+    nothing but aftercare may come after the first of them."""
+    first = next((lesson for lesson in lessons if lesson.module == "aftercare"), None)
+    if first is None:
+        return []
+    return [
+        f"{lesson.path}:{_field_line(lesson.path.read_text(encoding='utf-8'), 'module')}: a "
+        f"{lesson.module or 'lesson without a module'} comes after the aftercare lesson "
+        f"{first.path.name}; keep aftercare lessons last, so the switch to aftercare only "
+        "moves forward"
+        for lesson in lessons[lessons.index(first) :]
+        if lesson.module != "aftercare"
+    ]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def personas() -> list[Persona]:
@@ -336,7 +417,8 @@ class LessonReport:
     samples: list[RenderedEmail]
     problems: list[str]
     warnings: list[str] = field(default_factory=list)
-    grade: float = 0.0  # the hardest persona variant's Flesch-Kincaid grade
+    # The hardest persona variant's score on its language's scale (course.readability).
+    reading: float = 0.0
     words: int = 0  # the longest persona variant's body
 
 
@@ -392,20 +474,68 @@ def check(
 ) -> tuple[SequenceSpec, list[LessonReport]]:
     """Everything `course lessons check` verifies; raises LessonInvalid listing every problem.
 
-    `language_dir` holds the lists of words to avoid (default: `_language` next to `_layout`).
+    `language_dir` holds the lists of words to avoid and of words that reveal the topic
+    (default: `lessons/_language`).
     """
     sequence = load_sequence(path)
-    avoid = wording.load_avoid_list(
-        wording.list_path(language_dir or DEFAULT_LANGUAGE_DIR, sequence.locale)
+    folder = language_dir or DEFAULT_LANGUAGE_DIR
+    avoid = wording.load_avoid_list(wording.list_path(folder, sequence.locale))
+    reveal = (
+        ()
+        if sequence.allow_revealing_subjects
+        else wording.load_reveal_list(wording.reveal_list_path(folder, sequence.locale))
     )
     reports = render_all(sequence, layout)
     for report in reports:
         if not report.problems:
             review(report, sequence, avoid)
-    problems = [p for r in reports for p in r.problems]
+            report.problems.extend(_revealing_lines(report, reveal))
+    problems = _revealing_names(sequence, reveal) + [p for r in reports for p in r.problems]
     if problems:
         raise LessonInvalid(problems)
     return sequence, reports
+
+
+_LOCK_SCREEN = (
+    "shows on a lock screen and in a shared inbox; keep it neutral (the heading inside the "
+    "email can say more), or set allow_revealing_subjects = true in sequence.toml"
+)
+
+
+def _revealing_lines(report: LessonReport, reveal: tuple[wording.Avoid, ...]) -> list[str]:
+    """Subjects and preheaders that give the topic away, for any persona."""
+    lesson = report.lesson
+    text = lesson.path.read_text(encoding="utf-8")
+    problems = []
+    for name in ("subject", "preheader"):
+        words: list[str] = []
+        for sample in report.samples:
+            for word in wording.revealing(getattr(sample, name), reveal):
+                if word.lower() not in (w.lower() for w in words):
+                    words.append(word)
+        if words:
+            listed = ", ".join(repr(w) for w in words)
+            problems.append(
+                f"{lesson.path}:{_field_line(text, name)}: the {name} says {listed}: it "
+                + _LOCK_SCREEN
+            )
+    return problems
+
+
+def _revealing_names(sequence: SequenceSpec, reveal: tuple[wording.Avoid, ...]) -> list[str]:
+    """The title (the confirmation email's subject names it) and the sender name."""
+    meta_path = sequence.path / "sequence.toml"
+    text = meta_path.read_text(encoding="utf-8")
+    problems = []
+    for name, value in (("title", sequence.title), ("sender_name", sequence.sender_name)):
+        words = wording.revealing(value, reveal)
+        if words:
+            listed = ", ".join(repr(w) for w in words)
+            problems.append(
+                f"{meta_path}:{_field_line(text, name)}: the {name} says {listed}: it "
+                + _LOCK_SCREEN
+            )
+    return problems
 
 
 # Link shorteners hide where a link goes; spam filters and wary readers distrust them.
@@ -430,7 +560,7 @@ SHORTENERS = frozenset(
     ]
 )
 _HREF = re.compile(r'href="([^"]*)"')
-_SCHEMES_OK = ("https://", "mailto:", "tel:")
+_SCHEMES_OK = ("https://", "mailto:", "tel:", "sms:")
 # What every email must show, whatever a layout edit does: the crisis footer and a way out.
 REQUIRED = {
     "911": "the crisis footer (911)",
@@ -438,6 +568,13 @@ REQUIRED = {
     "1-800-662-4357": "the crisis footer (SAMHSA National Helpline)",
     SAMPLE_LINKS.base_url + "/crisis": "the link to the crisis page",
     SAMPLE_LINKS.unsubscribe_url: "the unsubscribe link",
+}
+# And in a language's own words: 988 answers in Spanish when the caller presses 2, or by text.
+REQUIRED_IN = {
+    "es": {
+        "marque 2": "the crisis footer (988: press 2 for Spanish)",
+        "AYUDA": "the crisis footer (988: text AYUDA)",
+    },
 }
 
 
@@ -451,23 +588,32 @@ def review(report: LessonReport, sequence: SequenceSpec, avoid: tuple[wording.Av
             f"say {finding.instead!r} (or mark it as a quotation)"
         )
 
-    grades, words = [], []
+    scale = readability.scale(sequence.locale)
+    scores, words = [], []
     for persona in personas():
         text = markdown_to_text(render_template(lesson.body, persona.as_context()))
-        grades.append(readability.grade(text, sequence.locale))
+        scores.append(readability.score(text, sequence.locale))
         words.append(readability.word_count(text))
-    report.grade, report.words = max(grades), max(words)
-    if report.grade > sequence.max_grade:
+    report.reading, report.words = scale.hardest(scores), max(words)
+    limit = sequence.reading_limit
+    if not scale.easier_than(report.reading, limit):
         report.problems.append(
-            f"{lesson.path}:{lesson.body_line}: reading grade {report.grade:.1f} is above "
-            f"{sequence.max_grade:g}; use shorter sentences and everyday words"
+            f"{lesson.path}:{lesson.body_line}: {scale.name} {report.reading:.1f} is "
+            f"{'below' if scale.higher_is_easier else 'above'} {limit:g}; use shorter sentences "
+            "and everyday words"
         )
-    elif report.grade > AIM_GRADE:
-        report.warnings.append(f"grade {report.grade:.1f}: aim for {AIM_GRADE:g} or lower")
+    elif scale.higher_is_easier and report.reading < readability.AIM_EASE:
+        report.warnings.append(
+            f"{scale.name} {report.reading:.1f}: aim for {readability.AIM_EASE:g} or more"
+        )
+    elif not scale.higher_is_easier and report.reading > readability.AIM_GRADE:
+        report.warnings.append(
+            f"grade {report.reading:.1f}: aim for {readability.AIM_GRADE:g} or lower"
+        )
     if report.words > LONG_LESSON_WORDS:
         report.warnings.append(f"{report.words} words: long to read on a phone")
 
-    report.problems.extend(_email_problems(report, source_text))
+    report.problems.extend(_email_problems(report, source_text, sequence.locale))
 
 
 def _searchable(source_text: str, body_line: int) -> str:
@@ -481,11 +627,12 @@ def _searchable(source_text: str, body_line: int) -> str:
     )
 
 
-def _email_problems(report: LessonReport, source_text: str) -> list[str]:
+def _email_problems(report: LessonReport, source_text: str, locale: str) -> list[str]:
     lesson = report.lesson
     problems: list[str] = []
+    required = {**REQUIRED, **REQUIRED_IN.get(locale, {})}
     for sample in report.samples:
-        for needle, what in REQUIRED.items():
+        for needle, what in required.items():
             for part, content in (("HTML", sample.html), ("text", sample.text)):
                 if needle not in content:
                     problems.append(f"{lesson.path}:1: the {part} part is missing {what}")
@@ -543,6 +690,8 @@ def publish(session: Session, sequence: SequenceSpec, clock: Clock) -> tuple[Seq
             preheader=lesson.preheader,
             delay_days=lesson.delay_days,
             module=lesson.module,
+            never_skip=lesson.never_skip,
+            heading=lesson.heading,
             body=lesson.body,
             sources=lesson.sources,
         )

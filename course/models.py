@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Column, DateTime, Index, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
+
+# SQLite hands a deleted row's id to the next row unless the table says AUTOINCREMENT; a link or
+# a cached row naming the old id would then reach someone else.
+NO_REUSE = {"sqlite_autoincrement": True}
+LINK_KEY_LENGTH = 22
+
+
+def new_link_key() -> str:
+    """The unguessable name a reader's links use for their enrollment (128 random bits)."""
+    return secrets.token_urlsafe(16)
 
 
 def _ts(nullable: bool = True, index: bool = False) -> Any:
@@ -39,6 +50,8 @@ class DeliveryStatus(StrEnum):
 
 
 class Subscriber(SQLModel, table=True):
+    __table_args__ = (NO_REUSE,)
+
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(max_length=254, unique=True)
     first_name: str = Field(default="", max_length=40)
@@ -77,6 +90,12 @@ class Lesson(SQLModel, table=True):
     preheader: str = Field(default="", max_length=300)
     delay_days: int = 0
     module: str = Field(default="", max_length=32)
+    # Sent to every reader, whatever they switch to later: overdose and safety lessons.
+    never_skip: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=false())
+    )
+    # The heading inside the email; empty means the subject. It may say more than the subject.
+    heading: str = Field(default="", max_length=120)
     body: str
     sources: list[dict[str, str]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False)
@@ -87,9 +106,14 @@ class Enrollment(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("subscriber_id", "sequence_slug"),
         Index("ix_enrollment_due", "status", "next_due_at"),
+        UniqueConstraint("link_key", name="uq_enrollment_link_key"),
+        NO_REUSE,
     )
 
     id: int | None = Field(default=None, primary_key=True)
+    # What the reader's links name (never the id): a link whose enrollment is gone finds
+    # nothing, whatever ids the database hands out later.
+    link_key: str = Field(default_factory=new_link_key, max_length=32)
     # Looked up through the unique constraint above, whose first column it is.
     subscriber_id: int = Field(foreign_key="subscriber.id")
     sequence_slug: str = Field(max_length=64)
@@ -112,6 +136,7 @@ class Delivery(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("enrollment_id", "kind", "position"),
         Index("ix_delivery_pending", "status", "lease_until"),
+        NO_REUSE,
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -55,7 +55,8 @@ _ADVANCE = (
     .values(next_position=bindparam("e_next"), next_due_at=bindparam("e_due"))
 )
 # The reader may say "treatment has started" while this lesson is in flight; the UPDATE reads
-# that flag itself, so a click at any moment moves the course on to aftercare.
+# that flag itself, so a click at any moment moves the course on to aftercare (and to the
+# never-skip lessons not sent yet: catalog.LessonPlan.next_if_switched).
 _ADVANCE_OR_JUMP = (
     update(Enrollment)
     .where(*_STILL_ON_LESSON)
@@ -111,7 +112,7 @@ def sent_writes(
                 send_hour=job.subscriber.send_hour,
                 day_seconds=settings.day_seconds,
             )
-            jump = job.aftercare_from
+            jump = job.next_if_switched
             if jump is not None and jump > position + 1:
                 values = {**where, "e_next": position + 1, "e_jump": jump, "e_due": due}
                 writes.append((_ADVANCE_OR_JUMP, values))

@@ -17,6 +17,7 @@ import css_inline
 from jinja2 import StrictUndefined, Template
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markdown_it import MarkdownIt
+from markdown_it.rules_core import StateCore
 from markdown_it.token import Token
 from markupsafe import Markup
 
@@ -38,6 +39,79 @@ _layout_text_env = ImmutableSandboxedEnvironment(
 )
 # Raw HTML in a lesson is shown as text: a name or a stray tag can never inject markup.
 _markdown = MarkdownIt("commonmark", {"html": False, "typographer": True})
+
+# Crisis and help lines, as lessons write them. On a phone a number should be one tap away, and a
+# number broken across two lines is easy to misdial.
+PHONE = re.compile(r"(?<![\w-])(1-8\d\d-\d{3}-\d{4}|911|988)(?![\w-]|\.\w)")
+NO_WRAP = "white-space:nowrap"
+
+
+def tel_href(number: str) -> str:
+    digits = re.sub(r"\D", "", number)
+    return f"tel:+{digits}" if len(digits) == 11 else f"tel:{digits}"
+
+
+def _phone_links(state: StateCore) -> None:
+    """Turn every phone number outside a link into a tap-to-call link that does not wrap."""
+    for block in state.tokens:
+        if block.type != "inline" or not block.children:
+            continue
+        out: list[Token] = []
+        depth = 0
+        for token in block.children:
+            if token.type == "link_open":
+                depth += 1
+            elif token.type == "link_close":
+                depth -= 1
+            if token.type != "text" or depth or not PHONE.search(token.content):
+                out.append(token)
+                continue
+            for index, piece in enumerate(PHONE.split(token.content)):
+                if index % 2 == 0:
+                    if piece:
+                        text = Token("text", "", 0)
+                        text.content = piece
+                        out.append(text)
+                    continue
+                opening = Token("link_open", "a", 1)
+                opening.attrs = {"href": tel_href(piece), "style": NO_WRAP}
+                number = Token("text", "", 0)
+                number.content = piece
+                out.extend([opening, number, Token("link_close", "a", -1)])
+        block.children = out
+
+
+_markdown.core.ruler.push("phone_links", _phone_links)
+
+_TAG = re.compile(r"(<[^>]*>)")
+
+
+def link_phones(html: str) -> str:
+    """`html` (trusted markup: our pages' own words) with each phone number outside a link made a
+    tap-to-call link that does not wrap, as lessons get them from Markdown."""
+    out: list[str] = []
+    in_link = 0
+    for piece in _TAG.split(html):
+        if piece.startswith("<"):
+            tag = piece[1:].lstrip("/").split(None, 1)[0].rstrip(">").lower() if piece[1:] else ""
+            if tag == "a":
+                in_link += -1 if piece.startswith("</") else 1
+            out.append(piece)
+        elif in_link:
+            out.append(piece)
+        else:
+            out.append(
+                PHONE.sub(
+                    lambda m: (
+                        f'<a class="tel" href="{tel_href(m.group(0))}" '
+                        f'style="{NO_WRAP}">{m.group(0)}</a>'
+                    ),
+                    piece,
+                )
+            )
+    return "".join(out)
+
+
 _inliner = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
 
 
@@ -103,6 +177,12 @@ class Content:
     module: str = ""
     sender_name: str = "Homeward"
     locale: str = "en"
+    # The heading inside the email; empty: the subject. It may say more than the subject,
+    # which shows on lock screens.
+    heading: str = ""
+    # A service email's one action (confirming the address), shown as a button.
+    action_label: str = ""
+    action_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -138,12 +218,18 @@ def render_email(
 ) -> RenderedEmail:
     context: dict[str, Any] = {**persona.as_context(), **(extra or {})}
     subject = one_line(render_template(content.subject, context))
+    heading = one_line(render_template(content.heading, context)) if content.heading else subject
     preheader = one_line(render_template(content.preheader, context))
+    action_label = one_line(render_template(content.action_label, context))
+    action_url = render_template(content.action_url, context).strip()
     markdown = render_template(content.body, context)
     body_html = _markdown.render(markdown)
     body_text = markdown_to_text(markdown)
     frame = {
         "subject": subject,
+        "heading": heading,
+        "action_label": action_label,
+        "action_url": action_url,
         "preheader": preheader,
         "sources": content.sources,
         "module": content.module,
@@ -223,7 +309,7 @@ def _inline_text(children: list[Token]) -> str:
         elif child.type == "link_close":
             href = href_stack.pop() if href_stack else ""
             label = parts[-1] if parts else ""
-            if href and href not in label:
+            if href and href not in label and not href.startswith("tel:"):
                 parts.append(f" ({href})")
         elif child.type == "image":
             parts.append(child.content)

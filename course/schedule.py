@@ -17,7 +17,9 @@ def zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise InvalidInput(
-            f"Unknown time zone {name!r}. Use a name like America/Chicago.", "time_zone"
+            f"Unknown time zone {name!r}. Use a name like America/Chicago.",
+            "time_zone",
+            "time_zone",
         ) from exc
 
 
@@ -65,7 +67,9 @@ def valid_time_zone(name: str) -> str:
     name = name.strip()
     if name not in _zones():
         raise InvalidInput(
-            f"Unknown time zone {name!r}. Use a name like America/Chicago.", "time_zone"
+            f"Unknown time zone {name!r}. Use a name like America/Chicago.",
+            "time_zone",
+            "time_zone",
         )
     return name
 

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
         default="Homeward <lessons@homeward.localhost>", validation_alias="COURSE_FROM"
     )
     postal_address: str = ""
+    # Who writes the course, for the sign-up page ("Written by the counsellors of ..."); empty:
+    # the page claims only what is true of every install (facts from public health sources).
+    about: str = ""
     unsubscribe_mailto: str | None = None
     day_seconds: float = 86400
     lessons_dir: Path = PROJECT_ROOT / "lessons"

@@ -7,6 +7,8 @@ least 30 days).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
@@ -32,10 +34,22 @@ def _serializer(secret_key: str, purpose: Purpose, clock: Clock) -> URLSafeTimed
     return URLSafeTimedSerializer(secret_key, salt=f"homeward.{purpose.value}", signer=signer)
 
 
-def make_token(
-    secret_key: str, purpose: Purpose, enrollment_id: int, clock: Clock | None = None
-) -> str:
-    return TokenMaker(secret_key, purpose, clock)(enrollment_id)
+@dataclass(frozen=True)
+class Link:
+    """What a verified token names: an enrollment's link key (see models.new_link_key).
+
+    Links signed before link keys existed name the enrollment's id instead (`legacy_id`); one
+    of those is honoured only for an enrollment created before the link was signed, since an
+    id can have been handed to someone else since (see enrollment.linked_enrollment).
+    """
+
+    key: str | None
+    legacy_id: int | None
+    signed_at: datetime
+
+
+def make_token(secret_key: str, purpose: Purpose, link_key: str, clock: Clock | None = None) -> str:
+    return TokenMaker(secret_key, purpose, clock)(link_key)
 
 
 class TokenMaker:
@@ -49,9 +63,9 @@ class TokenMaker:
         self._serializer = _serializer(secret_key, purpose, clock or SystemClock())
         self._signer = self._serializer.make_signer()
 
-    def __call__(self, enrollment_id: int) -> str:
+    def __call__(self, link_key: str) -> str:
         # What URLSafeTimedSerializer.dumps does, minus making a signer per call.
-        payload = self._serializer.dump_payload(enrollment_id)
+        payload = self._serializer.dump_payload(link_key)
         return self._signer.sign(payload).decode("utf-8")
 
 
@@ -61,11 +75,11 @@ def read_token(
     token: str,
     max_age_seconds: int | None = None,
     clock: Clock | None = None,
-) -> int:
-    """The enrollment id in `token`, or TokenInvalid / TokenExpired with a message for people."""
+) -> Link:
+    """What `token` names, or TokenInvalid / TokenExpired with a message for people."""
     try:
-        value = _serializer(secret_key, purpose, clock or SystemClock()).loads(
-            token, max_age=max_age_seconds
+        value, signed_at = _serializer(secret_key, purpose, clock or SystemClock()).loads(
+            token, max_age=max_age_seconds, return_timestamp=True
         )
     except SignatureExpired as exc:
         raise TokenExpired(
@@ -75,6 +89,9 @@ def read_token(
         raise TokenInvalid(
             "This link is not valid. It may have been cut off: try copying the whole link."
         ) from exc
-    if not isinstance(value, int):
-        raise TokenInvalid("This link is not valid.")
-    return value
+    when = signed_at.astimezone(UTC) if signed_at.tzinfo else signed_at.replace(tzinfo=UTC)
+    if isinstance(value, str) and len(value) <= 64:
+        return Link(key=value, legacy_id=None, signed_at=when)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Link(key=None, legacy_id=value, signed_at=when)
+    raise TokenInvalid("This link is not valid.")

@@ -4,11 +4,16 @@ The word lists live in `lessons/_language/avoid.<locale>.txt`, so staff can exte
 touching code. A lesson may still quote such a word on purpose (to explain why it hurts) by
 marking the quotation: a Markdown block quote (lines starting with `>`), or an inline span
 between `{# quote #}` and `{# end quote #}` (Jinja comments, so readers never see the marks).
+Names that happen to use a listed word ("Alcoholics Anonymous") are listed as `name:` lines.
+
+The lists in `lessons/_language/reveal.<locale>.txt` hold the words a subject, preheader, title
+or sender name must not use: they show on lock screens and in shared inboxes.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -24,6 +29,9 @@ class Avoid:
     phrase: str
     instead: str
     pattern: re.Pattern[str]
+    # A name that uses a listed word and is fine as it is ("Alcoholics Anonymous"): a line
+    # "name: ..." in the list. Its phrase is matched and passed over, never reported.
+    is_name: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,21 @@ def _load(path_name: str, _mtime: int) -> tuple[Avoid, ...]:
     for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
+            continue
+        if line.lower().startswith("name:"):
+            name = line[5:].split()
+            if not name:
+                problems.append(f"{path}:{number}: write the name after 'name:'")
+                continue
+            body = r"\s+".join(re.sub("['’]", "['’]", re.escape(w)) for w in name)
+            entries.append(
+                Avoid(
+                    phrase=" ".join(name),
+                    instead="",
+                    pattern=re.compile(rf"(?<!\w){body}(?!\w)", re.I),
+                    is_name=True,
+                )
+            )
             continue
         phrase, arrow, instead = line.partition("->")
         words = phrase.split()
@@ -90,9 +113,13 @@ def find(text: str, avoid: tuple[Avoid, ...]) -> list[Finding]:
     month"), the writer is told once, about the longest one.
     """
     searched = blank_quotations(text)
+    for entry in avoid:  # names of organisations ("Alcoholics Anonymous") are fine
+        if entry.is_name:
+            searched = entry.pattern.sub(lambda m: re.sub(r"[^\n]", " ", m.group()), searched)
     spans = [
         (match.start(), match.end(), entry)
         for entry in avoid
+        if not entry.is_name
         for match in entry.pattern.finditer(searched)
     ]
     spans.sort(key=lambda span: (span[0] - span[1], span[0]))  # longest first
@@ -108,3 +135,69 @@ def find(text: str, avoid: tuple[Avoid, ...]) -> list[Finding]:
         )
         for start, end, entry in sorted(kept, key=lambda span: span[0])
     ]
+
+
+# --- words that give the topic away on a lock screen ------------------------------------------
+
+
+def reveal_list_path(folder: Path, locale: str) -> Path:
+    return folder / f"reveal.{locale}.txt"
+
+
+def fold(text: str) -> str:
+    """`text` without accents and in lower case, so "adiccion" is caught like "adicción"."""
+    decomposed = unicodedata.normalize("NFD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
+
+
+def load_reveal_list(path: Path) -> tuple[Avoid, ...]:
+    """Parse a list of words a subject, preheader or sender name must not use; a malformed line
+    is refused with its file and line. `instead` holds the line as written, for messages."""
+    return _load_reveal(str(path), path.stat().st_mtime_ns if path.exists() else 0)
+
+
+@lru_cache(maxsize=16)
+def _load_reveal(path_name: str, _mtime: int) -> tuple[Avoid, ...]:
+    path = Path(path_name)
+    if not path.is_file():
+        raise LessonInvalid([f"{path}:1: the list of words that reveal the topic is missing"])
+    entries: list[Avoid] = []
+    problems: list[str] = []
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        words = line.split()
+        if any("*" in w[:-1] for w in words) or "->" in line:
+            problems.append(
+                f"{path}:{number}: write one word or phrase per line; a '*' may only end it"
+            )
+            continue
+        stem = words[-1].endswith("*")
+        parts = [re.escape(fold(w.rstrip("*"))) for w in words]
+        body = r"\s+".join(re.sub("['’]", "['’]", p) for p in parts)
+        tail = r"\w*" if stem else ""
+        entries.append(
+            Avoid(
+                phrase=line,
+                instead=line,
+                pattern=re.compile(rf"(?<!\w){body}{tail}(?!\w)"),
+            )
+        )
+    if problems:
+        raise LessonInvalid(problems)
+    return tuple(entries)
+
+
+def revealing(text: str, reveal: tuple[Avoid, ...]) -> list[str]:
+    """The words of `text` (as written) that the list says give the topic away."""
+    folded = fold(text)
+    if len(folded) != len(text):  # a character that folds to several: report the folded form
+        text = folded
+    found: list[str] = []
+    for entry in reveal:
+        for match in entry.pattern.finditer(folded):
+            word = text[match.start() : match.end()]
+            if word not in found:
+                found.append(word)
+    return found

@@ -312,6 +312,25 @@ def deliver(settings: Settings, clock: ManualClock, queued: list[list[int]]):  #
     mailer.close()
 
 
+def visible(html: str) -> str:
+    """The words a reader sees on a page: tags dropped, entities read, spaces collapsed."""
+    import html as html_lib
+    import re
+
+    text = re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S | re.I)
+    return " ".join(html_lib.unescape(re.sub(r"<[^>]+>", " ", text)).split())
+
+
+def linked_id(settings: Settings, purpose, token: str, clock=None) -> int:  # type: ignore[no-untyped-def]
+    """The enrollment id a reader's link leads to, as the web app finds it."""
+    from course.enrollment import linked_enrollment
+    from course.tokens import read_token
+
+    link = read_token(settings.secret_key, purpose, token, clock=clock)
+    with session_scope(engine_for(settings.database_url)) as session:
+        return linked_enrollment(session, link).id  # type: ignore[return-value]
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll until `predicate` holds; fail with `what` at the deadline."""
     deadline = time.monotonic() + timeout

@@ -17,8 +17,8 @@ from course.db import engine_for, session_scope
 from course.lessons import load_sequence, publish
 from course.mailer import ConnectionProblem, Mailer, SmtpTarget
 from course.models import Delivery, DeliveryStatus, Enrollment, SequenceVersion, Subscriber
-from course.tokens import Purpose, read_token
-from tests.conftest import FIXTURES, _truncate, confirm_link
+from course.tokens import Purpose
+from tests.conftest import FIXTURES, _truncate, confirm_link, linked_id
 
 
 def signup(settings, clock, deliver, smtp, email, **fields):
@@ -35,7 +35,7 @@ def signup(settings, clock, deliver, smtp, email, **fields):
     )  # nobody consumed the queue: the tick takes over
     deliver()
     token = confirm_link(smtp.to(email)[-1]).rsplit("/", 1)[1]
-    enrollment_id = read_token(settings.secret_key, Purpose.CONFIRM, token, 86400, clock)
+    enrollment_id = linked_id(settings, Purpose.CONFIRM, token, clock)
     with session_scope(engine_for(settings.database_url)) as session:
         verbs.confirm(session, settings, clock, enrollment_id)
     return enrollment_id

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from sqlmodel import select
 
 from course import delivery
 from course import enrollment as verbs
 from course.db import engine_for, session_scope
+from course.lessons import load_sequence, publish
 from course.mailer import Mailer, SmtpTarget
 from course.models import Delivery, Enrollment
-from course.tokens import Purpose, read_token
+from course.tokens import Purpose
+from tests.conftest import linked_id
 from tests.test_delivery import lessons_to, run_days, signup
 
 STAGE_LINK = re.compile(r"https://homeward\.test/stage/([\w.\-]+)")
@@ -25,7 +28,7 @@ def stage_token(message) -> str | None:  # type: ignore[no-untyped-def]
 
 
 def switch(settings, clock, token: str) -> Enrollment:  # type: ignore[no-untyped-def]
-    enrollment_id = read_token(settings.secret_key, Purpose.STAGE, token, clock=clock)
+    enrollment_id = linked_id(settings, Purpose.STAGE, token, clock)
     with session_scope(engine_for(settings.database_url)) as session:
         enrollment = verbs.start_aftercare(session, clock, enrollment_id)
         session.expunge(enrollment)
@@ -73,13 +76,13 @@ def test_switching_while_a_lesson_is_in_flight_sends_it_then_moves_to_aftercare(
     engine = engine_for(settings.database_url)
     # The reader had a stage link from an earlier email; here we mint the same link directly.
     with session_scope(engine) as session:
-        enrollment_id = session.exec(select(Enrollment.id)).one()
+        link_key = session.exec(select(Enrollment.link_key)).one()
     # Lesson 1 is due: the tick claims it (the enrollment has no due time while it is in flight).
     [batch] = delivery.tick(engine, settings, clock)
     from course.tokens import make_token
 
     switched = switch(
-        settings, clock, make_token(settings.secret_key, Purpose.STAGE, enrollment_id, clock)
+        settings, clock, make_token(settings.secret_key, Purpose.STAGE, link_key, clock)
     )
     assert switched.next_due_at is None and switched.next_position == 1
     mailer = Mailer(SmtpTarget.from_url(settings.smtp_url))
@@ -105,8 +108,108 @@ def test_switching_after_unsubscribing_changes_nothing(settings, clock, smtp, de
     [welcome] = lessons_to(smtp, "reader@example.org")
     token = stage_token(welcome)
     with session_scope(engine_for(settings.database_url)) as session:
-        verbs.unsubscribe(session, clock, read_token(settings.secret_key, Purpose.STAGE, token))
+        verbs.unsubscribe(session, clock, linked_id(settings, Purpose.STAGE, token))
     enrollment = switch(settings, clock, token)
     assert enrollment.status == "unsubscribed" and enrollment.started_treatment_at is None
     run_days(clock, deliver, 7)
     assert len(lessons_to(smtp, "reader@example.org")) == 1
+
+
+# --- never-skip lessons: overdose and safety reach everyone ---------------------------------
+
+SAFETY_COURSE = {
+    "01-hello.md": ("recognize", False),
+    "02-overdose.md": ("recognize", True),
+    "03-talking.md": ("act", False),
+    "04-safety.md": ("act", True),
+    "05-aftercare.md": ("aftercare", False),
+    "06-caring.md": ("aftercare", False),
+}
+
+
+@pytest.fixture
+def safety_course(settings, clock, tmp_path) -> str:
+    """Six lessons: two of them (an overdose and a safety lesson) marked never_skip."""
+    folder = tmp_path / "safety-course"
+    folder.mkdir()
+    (folder / "sequence.toml").write_text(
+        'title = "Safety course"\nlocale = "en"\nsender_name = "Homeward Test"\n'
+    )
+    for name, (module, never_skip) in SAFETY_COURSE.items():
+        key = name[3:-3]
+        (folder / name).write_text(
+            "---\n"
+            f"key: {key}\nsubject: Lesson {key}\npreheader: A short note.\n"
+            f"delay_days: {0 if name.startswith('01') else 2}\n"
+            f"module: {module}\nnever_skip: {str(never_skip).lower()}\n"
+            "sources:\n  - title: CDC\n---\nThis is the lesson.\n"
+        )
+    with session_scope(engine_for(settings.database_url)) as session:
+        publish(session, load_sequence(folder), clock)
+    settings.default_sequence = "safety-course"
+    return "safety-course"
+
+
+def test_switching_after_lesson_one_still_sends_every_never_skip_lesson_once(
+    settings, clock, smtp, deliver, safety_course
+):
+    signup(settings, clock, deliver, smtp, "reader@example.org")
+    deliver()
+    [first] = lessons_to(smtp, "reader@example.org")
+    enrollment = switch(settings, clock, stage_token(first))
+    assert enrollment.next_position == 2, "the overdose lesson is next, not aftercare"
+    run_days(clock, deliver, 20)
+    received = [m["Subject"] for m in lessons_to(smtp, "reader@example.org")]
+    assert received == [
+        "Lesson hello",
+        "Lesson overdose",
+        "Lesson safety",
+        "Lesson aftercare",
+        "Lesson caring",
+    ]
+
+
+def test_switching_with_a_lesson_in_flight_still_sends_the_never_skip_lessons_after_it(
+    settings, clock, smtp, deliver, safety_course
+):
+    signup(settings, clock, deliver, smtp, "reader@example.org")
+    deliver()
+    [first] = lessons_to(smtp, "reader@example.org")
+    engine = engine_for(settings.database_url)
+    clock.advance(days=2)
+    [batch] = delivery.tick(engine, settings, clock)  # lesson 2 (overdose) is claimed
+    switch(settings, clock, stage_token(first))
+    mailer = Mailer(SmtpTarget.from_url(settings.smtp_url))
+    try:
+        assert delivery.send_batch(engine, settings, clock, mailer, batch).sent == batch
+    finally:
+        mailer.close()
+    run_days(clock, deliver, 20)
+    received = [m["Subject"] for m in lessons_to(smtp, "reader@example.org")]
+    assert received == [
+        "Lesson hello",
+        "Lesson overdose",
+        "Lesson safety",
+        "Lesson aftercare",
+        "Lesson caring",
+    ]
+    with session_scope(engine) as session:
+        positions = session.exec(
+            select(Delivery.position).where(Delivery.kind == "lesson").order_by(Delivery.position)
+        ).all()
+    assert positions == [1, 2, 4, 5, 6]
+
+
+def test_switching_after_the_never_skip_lessons_goes_straight_to_aftercare(
+    settings, clock, smtp, deliver, safety_course
+):
+    signup(settings, clock, deliver, smtp, "reader@example.org")
+    run_days(clock, deliver, 6.5)  # lessons 1-4 (the last at day 6)
+    received = lessons_to(smtp, "reader@example.org")
+    assert [m["Subject"] for m in received][-1] == "Lesson safety"
+    switch(settings, clock, stage_token(received[-1]))
+    run_days(clock, deliver, 10)
+    assert [m["Subject"] for m in lessons_to(smtp, "reader@example.org")][4:] == [
+        "Lesson aftercare",
+        "Lesson caring",
+    ]

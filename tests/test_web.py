@@ -9,7 +9,7 @@ from sqlmodel import select
 
 from course.db import engine_for, session_scope
 from course.models import Enrollment, Subscriber
-from tests.conftest import confirm_link, selected_course, unsubscribe_link
+from tests.conftest import confirm_link, selected_course, unsubscribe_link, visible
 
 
 @pytest.fixture
@@ -35,6 +35,7 @@ def test_signup_page_explains_what_happens_and_works_without_javascript(client):
     assert "3 short lessons" in html  # the mini course has three
     assert "never share or sell" in html and "unsubscribe" in html.lower()
     assert "911" in html and "988" in html
+    assert 'href="tel:911"' in html and 'href="tel:+18006624357"' in html  # one tap on a phone
 
 
 def test_form_enrollment_shows_check_your_email_and_sends_a_confirmation(
@@ -238,14 +239,20 @@ def test_a_reader_gets_a_private_link_to_see_download_and_erase_their_data(
     assert copy["email"] == "mine@example.org" and copy["first_name"] == "Ana"
     assert [e["kind"] for e in copy["enrollments"][0]["emails"]] == ["confirm", "lesson", "data"]
 
+    # Erasing is asked once more, on a page of its own, with a clearly destructive button.
+    assert f'class="danger-link" href="{mine}/erase"' in page.text
+    ask = client.get(f"{mine}/erase")
+    assert ask.status_code == 200 and 'class="danger"' in ask.text
+    assert enrollments(settings), "opening the question erases nothing"
     erased = client.post(f"{mine}/erase")
     assert erased.status_code == 200 and "Your data is erased" in erased.text
-    assert "Your data is erased" in client.post(f"{mine}/erase").text  # a second press
+    again = client.post(f"{mine}/erase")  # a second press: nothing is left to act on
+    assert again.status_code == 410 and "This link has ended" in again.text
     with session_scope(engine_for(settings.database_url)) as session:
         assert session.exec(select(Subscriber)).all() == []
         assert session.exec(select(Enrollment)).all() == []
     gone = client.get(mine)
-    assert gone.status_code == 400 and "no longer valid" in gone.text
+    assert gone.status_code == 410 and "This link has ended" in gone.text
     clock.advance(days=30)
     deliver()
     assert len(smtp.to("mine@example.org")) == 3  # nothing more, ever
@@ -419,7 +426,7 @@ def test_every_word_a_template_or_error_uses_is_in_both_catalogs():
             assert any(k.startswith(prefix) for k in en), f"{template.name} uses {prefix!r}"
     # Every stable code a reader can be shown has words in both languages.
     raised = re.compile(
-        r'(?:InvalidInput|TokenInvalid|CourseError)\(\s*f?"[^"]*",\s*"(\w+)",?\s*\)'
+        r'(?:InvalidInput|TokenInvalid|CourseError)\(\s*f?"[^"]*",\s*"(\w+)"(?:,\s*"?\w+"?)?,?\s*\)'
     )
     codes = {c.default_code for c in vars(errors).values() if isinstance(c, type)} - {""}
     for module in (Path(errors.__file__).parent).rglob("*.py"):
@@ -459,11 +466,12 @@ def test_only_a_language_with_a_published_course_is_offered(client):
 @pytest.mark.parametrize("path", ["/", "/crisis", "/no-such-page"])
 def test_every_page_links_to_the_other_language_without_javascript(client, path):
     spanish = client.get(path, headers=SPANISH)
-    assert '<html lang="es">' in spanish.text and "llame al 911" in spanish.text
+    assert '<html lang="es">' in spanish.text and "llame al 911" in visible(spanish.text)
+    assert "marque 2 para español" in visible(spanish.text)
     switch = re.search(r'<a class="lang" href="([^"]+)"', spanish.text).group(1)
     assert switch == f"{path}?lang=en"
     english = client.get(switch, headers=SPANISH)
-    assert '<html lang="en">' in english.text and "call 911" in english.text
+    assert '<html lang="en">' in english.text and "call 911" in visible(english.text)
 
 
 def test_after_a_spanish_form_the_check_email_page_is_spanish_and_its_switch_works(client):
@@ -495,7 +503,7 @@ def test_a_spanish_signup_gets_a_spanish_email_and_spanish_pages(
     path = unsubscribe_link(smtp.to("abuela@example.org")[-1])
     assert "¿Dejar de recibir las lecciones?" in bilingual.get(path, headers=ENGLISH).text
     done = bilingual.post(path, headers=ENGLISH)
-    assert "Se dio de baja" in done.text and "1-800-662-4357" in done.text
+    assert "Se dio de baja" in done.text and "1-800-662-4357" in visible(done.text)
     assert "You are unsubscribed" in bilingual.post(f"{path}?lang=en").text
     asked = bilingual.post("/my-data/" + path.rsplit("/", 1)[1] + "/link", headers=ENGLISH)
     assert "Por favor, revise su correo" in asked.text
@@ -554,7 +562,7 @@ def test_the_api_can_choose_the_course_by_language(bilingual, settings, smtp, de
 def test_bad_input_is_explained_in_spanish(client, settings, fields, spanish, code):
     page = client.post("/enroll", data=fields, headers=SPANISH)
     assert page.status_code == 422 and '<html lang="es">' in page.text
-    assert spanish in page.text and 'id="form-error"' in page.text
+    assert spanish in page.text and 'id="error-summary"' in page.text
     if "first_name" in fields:
         assert 'value="R2-D2"' in page.text  # what they typed is kept for them to fix
     api = client.post("/enroll", json=fields, headers=SPANISH)

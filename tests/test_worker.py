@@ -4,6 +4,7 @@ nothing is sent twice when a worker is killed mid-batch, Redis is flushed, or tw
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -207,3 +208,41 @@ def test_two_beats_at_once_send_nothing_twice(settings, smtp, mini_course, proce
         lambda: all(lesson_count(smtp)[r] >= 3 for r in readers), 60, "every lesson with two beats"
     )
     assert all(n == 3 for n in lesson_count(smtp).values()), lesson_count(smtp)
+
+
+def test_after_the_switch_to_aftercare_the_overdose_and_safety_lessons_still_arrive_once(
+    settings, smtp, family_guides, processes
+):
+    """A family whose loved one enters detox in week 1, when lost tolerance makes an overdose
+    most likely, must still get the overdose and safety lessons."""
+    settings.default_sequence = family_guides["en"]
+    processes("worker", concurrency=2)
+    processes("beat")
+    from course.web import create_app
+
+    def positions() -> list[int]:
+        # Message-IDs name the lesson's position: <lesson.ENROLLMENT.POSITION.random@domain>
+        with smtp.lock:
+            ids = [str(m["Message-ID"]) for m in smtp.received if m["To"] == "family@example.org"]
+        return [int(i.split(".")[2]) for i in ids if i.startswith("<lesson.")]
+
+    with TestClient(create_app(settings, SystemClock())) as client:
+        client.post("/enroll", json={"email": "family@example.org", "sequence": "family-guide"})
+        wait_for(lambda: len(smtp.to("family@example.org")) == 1, 20, "the confirmation email")
+        assert client.get(confirm_link(smtp.to("family@example.org")[0])).status_code == 200
+        wait_for(lambda: positions() == [1], 20, "lesson 1")
+        [lesson] = [
+            m for m in smtp.to("family@example.org") if "confirm" not in m["Subject"].lower()
+        ]
+        stage = re.search(
+            r"https://homeward\.test(/stage/[\w.\-]+)", lesson.get_body(("plain",)).get_content()
+        )
+        assert stage, "lesson 1 offers the switch"
+        assert "Thank you for telling us" in client.post(stage.group(1)).text
+
+    def completed() -> bool:
+        with session_scope(engine_for(settings.database_url)) as session:
+            return session.exec(select(Enrollment)).one().status == "completed"
+
+    wait_for(completed, 60, "the course to end")
+    assert positions() == [1, 5, 9, 13, 14, 15, 16]  # 05 overdose, 09 safety, then aftercare

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -14,25 +14,30 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import select
+from markupsafe import Markup
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from course import enrollment as verbs
 from course.clock import Clock, SystemClock
 from course.db import engine_for, schema_state, session_scope
-from course.errors import CourseError, InvalidInput, TokenInvalid, UnknownSequence
+from course.errors import CourseError, InvalidInput, LinkEnded, UnknownSequence
 from course.lessons import latest_version, published
 from course.models import Enrollment, EnrollmentStatus, SequenceVersion
 from course.queue import enqueue_sends, kick_tick
+from course.render import link_phones
 from course.settings import Settings, get_settings
 from course.tokens import Purpose, make_token, read_token
 from course.web import i18n
 
 log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+# `{% filter phones %}` around a page's own words makes every phone number tap-to-call.
+TEMPLATES.env.filters["phones"] = lambda html: Markup(link_phones(str(html)))
 
 ENROLL_MESSAGE = i18n.catalog("en")["check_email.message"]
+FAVICON = (STATIC / "favicon.ico").read_bytes()
 
 
 def wants_json(request: Request) -> bool:
@@ -76,16 +81,6 @@ def page(
     )
 
 
-def course_locale(engine: Any, enrollment_id: int) -> str | None:
-    """The language of the course an enrollment belongs to, for the pages its links open."""
-    with engine.connect() as conn:
-        return conn.execute(
-            select(SequenceVersion.locale)
-            .join(Enrollment, Enrollment.version_id == SequenceVersion.id)  # type: ignore[arg-type]
-            .where(Enrollment.id == enrollment_id)
-        ).scalar()
-
-
 def create_app(
     settings: Settings | None = None,
     clock: Clock | None = None,
@@ -107,7 +102,9 @@ def create_app(
         if wants_json(request):
             body = {"error": exc.message, **({"code": exc.code} if exc.code else {})}
             return JSONResponse(body, status_code=exc.status_code)
-        return page(request, "error.html", exc.status_code, message=say(request, exc))
+        return page(
+            request, "error.html", exc.status_code, message=say(request, exc), code=exc.code
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -149,6 +146,7 @@ def create_app(
         error: str | None = None,
         values: dict[str, Any] | None = None,
         courses: dict[str, tuple[SequenceVersion, int]] | None = None,
+        error_field: str = "",
     ) -> HTMLResponse:
         values = values or {}
         courses = courses if courses is not None else offered()
@@ -163,6 +161,8 @@ def create_app(
             status,
             locale=lang,
             error=error,
+            error_field=error_field,
+            about=settings.about,
             values=values,
             courses=[(locale, v.slug) for locale, (v, _) in sorted(courses.items())],
             course=course[0] if course else None,
@@ -218,7 +218,13 @@ def create_app(
             if as_json:
                 raise
             lang = page_locale(request, str(data.get("lang") or "") or None)
-            return signup_page(request, exc.status_code, error=say(request, exc, lang), values=data)
+            return signup_page(
+                request,
+                exc.status_code,
+                error=say(request, exc, lang),
+                values=data,
+                error_field=exc.field,
+            )
         enqueue([ids])  # after commit: the worker must find the row
         if as_json:
             return JSONResponse({"status": "ok", "message": ENROLL_MESSAGE}, status_code=202)
@@ -232,43 +238,50 @@ def create_app(
             locale=form_lang if form_lang in i18n.LOCALES else locale,
         )
 
+    def linked(token: str, purpose: Purpose, max_age: int | None = None) -> Linked:
+        """The enrollment a reader's link names and its course's language; LinkEnded when it is
+        gone, whatever ids the database has handed out since."""
+        link = read_token(settings.secret_key, purpose, token, max_age, clock)
+        with session_scope(engine) as session:
+            enrollment = verbs.linked_enrollment(session, link)
+            locale = session.get(SequenceVersion, enrollment.version_id)
+            return Linked(
+                enrollment.id,  # type: ignore[arg-type]
+                enrollment.link_key,
+                locale.locale if locale else None,
+            )
+
     @app.get("/confirm/{token}", response_class=HTMLResponse)
     def confirm(request: Request, token: str) -> HTMLResponse:
-        enrollment_id = read_token(
-            settings.secret_key, Purpose.CONFIRM, token, settings.confirm_ttl_days * 86400, clock
-        )
+        reader = linked(token, Purpose.CONFIRM, settings.confirm_ttl_days * 86400)
         with session_scope(engine) as session:
-            enrollment = verbs.confirm(session, settings, clock, enrollment_id)
+            enrollment = verbs.confirm(session, settings, clock, reader.id)
             status = enrollment.status
             if status == EnrollmentStatus.ACTIVE and enrollment.next_position > 1:
                 status = "under_way"  # the link opened again, after lessons began
         kick()
-        unsubscribe_token = make_token(
-            settings.secret_key, Purpose.UNSUBSCRIBE, enrollment_id, clock
-        )
+        unsubscribe_token = make_token(settings.secret_key, Purpose.UNSUBSCRIBE, reader.key, clock)
         return page(
             request,
             "confirmed.html",
-            locale=course_locale(engine, enrollment_id),
+            locale=reader.locale,
             state=status,
             unsubscribe_token=unsubscribe_token,
         )
 
     @app.get("/unsubscribe/{token}", response_class=HTMLResponse)
     def unsubscribe_page(request: Request, token: str) -> HTMLResponse:
-        enrollment_id = read_token(settings.secret_key, Purpose.UNSUBSCRIBE, token, clock=clock)
-        locale = course_locale(engine, enrollment_id)
-        return page(request, "unsubscribe.html", locale=locale, token=token, done=False)
+        reader = linked(token, Purpose.UNSUBSCRIBE)
+        return page(request, "unsubscribe.html", locale=reader.locale, token=token, done=False)
 
     @app.post("/unsubscribe/{token}")
     def unsubscribe(request: Request, token: str) -> Response:
         # RFC 8058: the one-click POST carries no cookies and must not redirect, so the signed
         # token alone authorizes it; there is no CSRF check to pass.
-        enrollment_id = read_token(settings.secret_key, Purpose.UNSUBSCRIBE, token, clock=clock)
-        locale = course_locale(engine, enrollment_id)
+        reader = linked(token, Purpose.UNSUBSCRIBE)
         with session_scope(engine) as session:
-            verbs.unsubscribe(session, clock, enrollment_id)
-        return page(request, "unsubscribe.html", locale=locale, token=token, done=True)
+            verbs.unsubscribe(session, clock, reader.id)
+        return page(request, "unsubscribe.html", locale=reader.locale, token=token, done=True)
 
     # A reader's own data. The unsubscribe page (linked from every email) only asks for a link;
     # the link itself is emailed to the address on file and works for a day, so a forwarded
@@ -278,15 +291,11 @@ def create_app(
 
     @app.post("/my-data/{token}/link", response_class=HTMLResponse)
     def my_data_link(request: Request, token: str) -> HTMLResponse:
-        enrollment_id = read_token(settings.secret_key, Purpose.UNSUBSCRIBE, token, clock=clock)
+        reader = linked(token, Purpose.UNSUBSCRIBE)
         with session_scope(engine) as session:
-            ids = verbs.request_data_link(session, settings, clock, enrollment_id)
+            ids = verbs.request_data_link(session, settings, clock, reader.id)
         enqueue([ids])  # after commit: the worker must find the row
-        locale = course_locale(engine, enrollment_id)
-        return page(request, "my_data.html", locale=locale, state="link_sent")
-
-    def _data_reader(token: str) -> int:
-        return read_token(settings.secret_key, Purpose.DATA, token, data_ttl, clock)
+        return page(request, "my_data.html", locale=reader.locale, state="link_sent")
 
     def _export(enrollment_id: int) -> dict[str, Any] | None:
         with session_scope(engine) as session:
@@ -294,15 +303,14 @@ def create_app(
 
     @app.get("/my-data/{token}", response_class=HTMLResponse)
     def my_data_page(request: Request, token: str) -> HTMLResponse:
-        enrollment_id = _data_reader(token)
-        data = _export(enrollment_id)
+        reader = linked(token, Purpose.DATA, data_ttl)
         answer = page(
             request,
             "my_data.html",
-            locale=course_locale(engine, enrollment_id),
+            locale=reader.locale,
             state="show",
             token=token,
-            data=data,
+            data=_export(reader.id),
         )
         answer.headers.update(private)
         return answer
@@ -310,53 +318,60 @@ def create_app(
     @app.get("/my-data/{token}/download")
     def my_data_download(token: str) -> Response:
         return JSONResponse(
-            _export(_data_reader(token)),
+            _export(linked(token, Purpose.DATA, data_ttl).id),
             headers={
                 "Content-Disposition": 'attachment; filename="homeward-my-data.json"',
                 **private,
             },
         )
 
+    @app.get("/my-data/{token}/erase", response_class=HTMLResponse)
+    def my_data_erase_ask(request: Request, token: str) -> HTMLResponse:
+        """Erasing cannot be undone: it is asked once more, on a page of its own."""
+        reader = linked(token, Purpose.DATA, data_ttl)
+        answer = page(request, "my_data.html", locale=reader.locale, state="ask_erase", token=token)
+        answer.headers.update(private)
+        return answer
+
     @app.post("/my-data/{token}/erase", response_class=HTMLResponse)
     def my_data_erase(request: Request, token: str) -> HTMLResponse:
-        enrollment_id = _data_reader(token)
-        locale = course_locale(engine, enrollment_id)  # read before the rows are gone
-        # Pressed twice: already gone, and the page says so again.
-        with session_scope(engine) as session, suppress(TokenInvalid):
-            verbs.erase(session, verbs.email_of(session, enrollment_id))
-        answer = page(request, "my_data.html", locale=locale, state="erased")
+        reader = linked(token, Purpose.DATA, data_ttl)
+        with session_scope(engine) as session:
+            verbs.erase(session, verbs.email_of(session, reader.id))
+        answer = page(request, "my_data.html", locale=reader.locale, state="erased")
         answer.headers.update(private)
         return answer
 
     @app.get("/stage/{token}", response_class=HTMLResponse)
     def stage_page(request: Request, token: str) -> HTMLResponse:
         """Asks first: a link preview or a mail scanner following the link changes nothing."""
-        enrollment_id = read_token(settings.secret_key, Purpose.STAGE, token, clock=clock)
+        reader = linked(token, Purpose.STAGE)
         with session_scope(engine) as session:
-            enrollment = session.get(Enrollment, enrollment_id)
+            enrollment = session.get(Enrollment, reader.id)
             state = _stage_state(enrollment, asked=False)
-        return page(
-            request,
-            "stage.html",
-            locale=course_locale(engine, enrollment_id),
-            token=token,
-            state=state,
-        )
+        return page(request, "stage.html", locale=reader.locale, token=token, state=state)
 
     @app.post("/stage/{token}", response_class=HTMLResponse)
     def stage(request: Request, token: str) -> HTMLResponse:
-        enrollment_id = read_token(settings.secret_key, Purpose.STAGE, token, clock=clock)
-        locale = course_locale(engine, enrollment_id)
+        reader = linked(token, Purpose.STAGE)
         with session_scope(engine) as session:
-            before = session.get(Enrollment, enrollment_id)
+            before = session.get(Enrollment, reader.id)
             already = before is not None and before.started_treatment_at is not None
-            enrollment = verbs.start_aftercare(session, clock, enrollment_id)
+            enrollment = verbs.start_aftercare(session, clock, reader.id)
             state = "already" if already else _stage_state(enrollment, asked=True)
-        return page(request, "stage.html", locale=locale, token=token, state=state)
+        return page(request, "stage.html", locale=reader.locale, token=token, state=state)
 
     @app.get("/crisis", response_class=HTMLResponse)
     def crisis(request: Request) -> HTMLResponse:
         return page(request, "crisis.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(
+            FAVICON,
+            media_type="image/x-icon",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
 
     @app.get("/health")
     def health() -> JSONResponse:
@@ -397,9 +412,18 @@ def create_app(
     return app
 
 
+@dataclass(frozen=True)
+class Linked:
+    """What a reader's link leads to: their enrollment and the language of its course."""
+
+    id: int
+    key: str
+    locale: str | None
+
+
 def _stage_state(enrollment: Enrollment | None, asked: bool) -> str:
     if enrollment is None:
-        raise TokenInvalid("This link is no longer valid.", "link_gone")
+        raise LinkEnded()
     if enrollment.status != EnrollmentStatus.ACTIVE:
         return "inactive"
     if enrollment.started_treatment_at is not None:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from markupsafe import Markup
 
+from course.render import link_phones
+
 LOCALES = ("en", "es")
 DEFAULT = "en"
 _DIR = Path(__file__).parent / "locales"
@@ -25,8 +27,14 @@ def catalog(locale: str) -> dict[str, str]:
     return {f"{table}.{key}": text for table, keys in data.items() for key, text in keys.items()}
 
 
+@lru_cache(maxsize=len(LOCALES))
+def _page_words(locale: str) -> dict[str, str]:
+    """The catalog as pages show it: every phone number a tap-to-call link."""
+    return {key: link_phones(text) for key, text in catalog(locale).items()}
+
+
 def translator(locale: str) -> Callable[..., Markup]:
-    words = catalog(locale if locale in LOCALES else DEFAULT)
+    words = _page_words(locale if locale in LOCALES else DEFAULT)
 
     def t(key: str, **values: object) -> Markup:
         text = words[key]

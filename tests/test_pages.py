@@ -96,23 +96,26 @@ def next_lesson_position(settings) -> int:  # type: ignore[no-untyped-def]
         return session.exec(select(Enrollment.next_position)).one()
 
 
-def test_confirming_the_stage_switch_sends_aftercare_next(client, settings, clock, smtp, deliver):
+def test_confirming_the_stage_switch_sends_the_never_skip_lessons_then_aftercare(
+    client, settings, clock, smtp, deliver
+):
     welcome = signed_up(client, smtp, deliver, "dad@example.org")
     done = client.post(stage_link(welcome))
     assert done.status_code == 200 and "Thank you for telling us" in done.text
-    first_aftercare = next(
-        lesson.position
-        for lesson in load_sequence(PROJECT_ROOT / "lessons" / "family-guide").lessons
-        if lesson.module == "aftercare"
-    )
-    assert next_lesson_position(settings) == first_aftercare
+    lessons = load_sequence(PROJECT_ROOT / "lessons" / "family-guide").lessons
+    # Overdose (05) and safety (09) still come, whatever the switch: then aftercare.
+    never_skip = [lesson.position for lesson in lessons if lesson.never_skip]
+    first_aftercare = next(lesson.position for lesson in lessons if lesson.module == "aftercare")
+    assert never_skip == [5, 9] and first_aftercare == 13
+    assert next_lesson_position(settings) == 5
     again = client.post(stage_link(welcome))
     assert "You have already told us" in again.text
-    clock.advance(days=5)
-    deliver()
-    lesson = smtp.to("dad@example.org")[-1]
-    assert lesson["Subject"] == "What early recovery can look like"
-    assert "/stage/" not in lesson.get_body(("plain",)).get_content()
+    for _ in range(3):
+        clock.advance(days=5)
+        deliver()
+    received = [m for m in smtp.to("dad@example.org") if "confirm" not in m["Subject"].lower()]
+    assert [m["Subject"] for m in received[1:]] == [lessons[p - 1].subject for p in (5, 9, 13)]
+    assert all("/stage/" not in m.get_body(("plain",)).get_content() for m in received[1:])
     with session_scope(engine_for(settings.database_url)) as session:
         sent = session.exec(select(Delivery.position).where(Delivery.kind == "lesson")).all()
-    assert sorted(sent) == [1, first_aftercare]
+    assert sorted(sent) == [1, 5, 9, first_aftercare]

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from multiprocessing.synchronize import Barrier, Event
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def smtp_server(port: int, ready: mp.Event, accepted: Any) -> None:  # type: ignore[valid-type]
+def smtp_server(port: int, ready: Event, accepted: Any) -> None:
     import asyncio
 
     from aiosmtpd.controller import Controller
 
     class Discard:
-        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        async def handle_DATA(self, server, session, envelope):
             accepted.value += 1  # only this thread writes it
             return "250 OK"
 
@@ -49,7 +50,7 @@ def smtp_server(port: int, ready: mp.Event, accepted: Any) -> None:  # type: ign
     asyncio.get_event_loop_policy()
 
 
-def push_raw(port: int, message: bytes, count: int, go: mp.Barrier) -> None:  # type: ignore[valid-type]
+def push_raw(port: int, message: bytes, *, count: int, go: Barrier) -> None:
     conn = smtplib.SMTP("127.0.0.1", port)
     go.wait()
     for n in range(count):
@@ -78,13 +79,16 @@ def machine_idle() -> float:
     return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
 
 
-def raw_limit(port: int, message: bytes, total: int, clients: int) -> float:
+def raw_limit(port: int, message: bytes, *, total: int, clients: int) -> float:
     # Spawned, not forked: by the second measurement this process runs threads (Celery's
     # client), and a forked child can inherit one of their locks held.
     ctx = mp.get_context("spawn")
     per = total // clients
     go = ctx.Barrier(clients + 1)
-    procs = [ctx.Process(target=push_raw, args=(port, message, per, go)) for _ in range(clients)]
+    procs = [
+        ctx.Process(target=push_raw, args=(port, message), kwargs={"count": per, "go": go})
+        for _ in range(clients)
+    ]
     for p in procs:
         p.start()
     go.wait()  # every client connected: time the sending only
@@ -97,6 +101,7 @@ def raw_limit(port: int, message: bytes, total: int, clients: int) -> float:
 def seed(database_url: str, n: int, slug: str) -> None:
     """N confirmed readers with lesson 1 due now, written set-based."""
     from sqlalchemy import insert, select
+    from sqlmodel import col
 
     from course.db import engine_for, session_scope
     from course.models import Enrollment, EnrollmentStatus, SequenceVersion, Subscriber
@@ -105,7 +110,7 @@ def seed(database_url: str, n: int, slug: str) -> None:
     engine = engine_for(database_url)
     with session_scope(engine) as session:
         version_id = session.execute(
-            select(SequenceVersion.id).where(SequenceVersion.slug == slug)
+            select(col(SequenceVersion.id)).where(col(SequenceVersion.slug) == slug)
         ).scalar_one()
         session.execute(
             insert(Subscriber),
@@ -122,7 +127,7 @@ def seed(database_url: str, n: int, slug: str) -> None:
                 for i in range(n)
             ],
         )
-        ids = session.execute(select(Subscriber.id)).scalars().all()
+        ids = session.execute(select(col(Subscriber.id))).scalars().all()
         session.execute(
             insert(Enrollment),
             [
@@ -152,7 +157,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from course.embedded_redis import EmbeddedRedis, free_port
+    from course.cli.embedded_redis import EmbeddedRedis, free_port
 
     workdir = Path(tempfile.mkdtemp(prefix="homeward-bench-"))
     database_url = args.database_url or f"sqlite:///{workdir / 'bench.db'}"
@@ -176,17 +181,18 @@ def main() -> None:
     os.environ.update(env)
 
     from sqlalchemy import create_engine, func, select
+    from sqlmodel import col
 
+    from course.authoring import check, publish
     from course.clock import SystemClock
     from course.db import engine_for, normalize_url, session_scope, upgrade
-    from course.lessons import check, publish
     from course.models import Delivery, DeliveryStatus, Subscriber
     from course.settings import get_settings
 
     settings = get_settings()
     upgrade(database_url)
     with engine_for(database_url).connect() as conn:
-        if conn.execute(select(Subscriber.id).limit(1)).first() is not None:
+        if conn.execute(select(col(Subscriber.id)).limit(1)).first() is not None:
             shutil.rmtree(workdir)
             raise SystemExit(
                 "bench: the database already holds readers (an earlier run's?). The benchmark"
@@ -203,6 +209,8 @@ def main() -> None:
     accepted = mp.RawValue("q", 0)  # messages the SMTP server has accepted so far
     server = mp.Process(target=smtp_server, args=(port, ready, accepted), daemon=True)
     server.start()
+    assert server.pid is not None
+    server_pid = server.pid
     ready.wait(10)
 
     # The raw limit: the same lesson, pre-rendered once, pushed over kept-open connections.
@@ -225,14 +233,14 @@ def main() -> None:
     def measure_raw() -> tuple[float, float, float]:
         """The raw limit, how busy the SMTP server was meanwhile (share of one core), and the
         share of the time it waited for a CPU."""
-        cpu_before, wall_before = cpu_seconds(server.pid), time.perf_counter()
-        wait_before = cpu_wait(server.pid)
-        limit = raw_limit(port, sample, args.n, args.concurrency)
+        cpu_before, wall_before = cpu_seconds(server_pid), time.perf_counter()
+        wait_before = cpu_wait(server_pid)
+        limit = raw_limit(port, sample, total=args.n, clients=args.concurrency)
         wall = time.perf_counter() - wall_before
         return (
             limit,
-            (cpu_seconds(server.pid) - cpu_before) / wall,
-            (cpu_wait(server.pid) - wait_before) / wall,
+            (cpu_seconds(server_pid) - cpu_before) / wall,
+            (cpu_wait(server_pid) - wait_before) / wall,
         )
 
     # Measured before and after the service run: on a shared machine the limit drifts by
@@ -259,11 +267,10 @@ def main() -> None:
         start_new_session=True,
     )
     try:
-        from course import delivery
-        from course.queue import enqueue_sends
-        from worker.app import app
+        from course.queue import app, enqueue_sends
+        from course.sending import tick
 
-        app.conf.broker_url = redis_url
+        app.conf.update(broker_url=redis_url)
         engine = engine_for(database_url)
         # Wait for the worker to be up, so its start-up time is not counted.
         deadline = time.monotonic() + 60
@@ -271,8 +278,8 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("worker did not start")
         started = time.perf_counter()
-        cpu_before, idle_before = cpu_seconds(server.pid), machine_idle()
-        wait_before = cpu_wait(server.pid)
+        cpu_before, idle_before = cpu_seconds(server_pid), machine_idle()
+        wait_before = cpu_wait(server_pid)
         first_enqueued: list[float] = []
         ticks, tick_seconds = 0, 0.0
 
@@ -289,14 +296,16 @@ def main() -> None:
         # engine: the service's own transactions all begin IMMEDIATE on SQLite, and a probe
         # taking the write lock would stall the very workers it measures. A plain read in
         # WAL mode takes no lock.
-        unsent = select(Delivery.id).where(Delivery.status == DeliveryStatus.PENDING).limit(1)
+        unsent = (
+            select(col(Delivery.id)).where(col(Delivery.status) == DeliveryStatus.PENDING).limit(1)
+        )
         probe = create_engine(normalize_url(database_url))
         all_accepted = accepted.value + args.n
         next_tick = next_probe = time.perf_counter()
         while True:
             now = time.perf_counter()
             if now >= next_tick:
-                delivery.tick(engine, settings, SystemClock(), hand_out=hand_out)
+                tick(engine, settings, SystemClock(), hand_out=hand_out)
                 ticks += 1
                 tick_seconds += time.perf_counter() - now
                 next_tick = now + settings.tick_seconds
@@ -307,8 +316,8 @@ def main() -> None:
                         break
             time.sleep(0.02)
         elapsed = time.perf_counter() - started
-        busy = (cpu_seconds(server.pid) - cpu_before) / elapsed
-        waiting = (cpu_wait(server.pid) - wait_before) / elapsed
+        busy = (cpu_seconds(server_pid) - cpu_before) / elapsed
+        waiting = (cpu_wait(server_pid) - wait_before) / elapsed
         idle = (machine_idle() - idle_before) / elapsed / (os.cpu_count() or 1)
         probe.dispose()
         os.killpg(worker.pid, signal.SIGTERM)
@@ -323,7 +332,9 @@ def main() -> None:
             embedded.stop()
     with session_scope(engine_for(database_url)) as session:
         sent = session.execute(
-            select(func.count()).select_from(Delivery).where(Delivery.status == DeliveryStatus.SENT)
+            select(func.count())
+            .select_from(Delivery)
+            .where(col(Delivery.status) == DeliveryStatus.SENT)
         ).scalar_one()
     if sent != args.n:
         print(f"warning: {sent:,} of {args.n:,} lessons were sent; the worker's log: {log}")

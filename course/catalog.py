@@ -1,4 +1,5 @@
-"""Published sequence versions and their lessons, as the sending path reads them.
+"""Published sequence versions and their lessons: which is newest, which the sign-up page
+offers, and (for the sending path) each version's lessons, read once per process.
 
 A published version never changes (a change is published as a new version), so a worker
 process reads each one once, not once per batch: with two workers on two cores, those reads
@@ -11,18 +12,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
-from sqlmodel import Session
+from sqlalchemy import func
+from sqlmodel import Session, col, select
 
-from course.models import Lesson, SequenceVersion
+from course.errors import UnknownSequence
+from course.models import Lesson, SequenceVersion, row_id
 
 # Which published version a reader's row points at. The content hash and publication time are
 # part of the key because a database recreated or restored under running workers can hand out
 # an id they have already read, for other text; within one database the id alone would do.
 VERSION_KEY_COLUMNS = (
-    SequenceVersion.id,
-    SequenceVersion.content_hash,
-    SequenceVersion.published_at,
+    col(SequenceVersion.id),
+    col(SequenceVersion.content_hash),
+    col(SequenceVersion.published_at),
 )
 VersionKey = tuple[int, str, datetime]
 
@@ -52,21 +54,20 @@ def versions(session: Session, keys: Iterable[VersionKey]) -> dict[int, Publishe
             found[key[0]] = hit
     if missing:
         rows = session.scalars(
-            select(SequenceVersion).where(SequenceVersion.id.in_(missing))  # type: ignore[union-attr]
+            select(SequenceVersion).where(col(SequenceVersion.id).in_(missing))
         ).all()
         lessons: dict[int, dict[int, Lesson]] = {v: {} for v in missing}
         for lesson in session.scalars(
-            select(Lesson)
-            .where(Lesson.version_id.in_(missing))  # type: ignore[attr-defined]
-            .order_by(Lesson.position)  # type: ignore[arg-type]
+            select(Lesson).where(col(Lesson.version_id).in_(missing)).order_by(col(Lesson.position))
         ):
             lessons[lesson.version_id][lesson.position] = lesson
         if len(_READ) + len(rows) > _MAX_READ:
             _READ.clear()
         for version in rows:
-            entry = Published(version, lessons[version.id])  # type: ignore[index]
-            found[version.id] = entry  # type: ignore[index]
-            key = missing[version.id]  # type: ignore[index]
+            version_id = row_id(version)
+            entry = Published(version, lessons[version_id])
+            found[version_id] = entry
+            key = missing[version_id]
             if (version.id, version.content_hash, version.published_at) == key:
                 _READ[key] = entry  # (not if the database changed under us between the reads)
             # Shared from now on: no session may expire or change them.
@@ -113,3 +114,58 @@ class LessonPlan:
         """The lesson after `position` for a reader who has switched to aftercare: the next
         aftercare lesson, or a never-skip lesson (overdose, safety) they have not had yet."""
         return next((p for p in self.after_switch.get(version_id, ()) if p > position), None)
+
+
+def newest_version(session: Session, slug: str) -> SequenceVersion | None:
+    return session.exec(
+        select(SequenceVersion)
+        .where(col(SequenceVersion.slug) == slug)
+        .order_by(col(SequenceVersion.version).desc())
+        .limit(1)
+    ).first()
+
+
+def latest_version(session: Session, slug: str) -> SequenceVersion:
+    version = newest_version(session, slug)
+    if version is None:
+        raise UnknownSequence(f"There is no course called {slug!r}.")
+    return version
+
+
+def published(session: Session) -> list[tuple[SequenceVersion, int]]:
+    """The newest version of every sequence with its number of lessons."""
+    newest = (
+        select(col(SequenceVersion.slug), func.max(col(SequenceVersion.version)).label("v"))
+        .group_by(col(SequenceVersion.slug))
+        .subquery()
+    )
+    rows = session.exec(
+        select(SequenceVersion, func.count(col(Lesson.id)))
+        .join(
+            newest,
+            (newest.c.slug == col(SequenceVersion.slug))
+            & (newest.c.v == col(SequenceVersion.version)),
+        )
+        .join(Lesson, col(Lesson.version_id) == col(SequenceVersion.id))
+        .group_by(col(SequenceVersion.id))
+        .order_by(col(SequenceVersion.slug))
+    ).all()
+    return [(v, n) for v, n in rows]
+
+
+def offered(
+    session: Session, sequences: dict[str, str], default_sequence: str
+) -> dict[str, tuple[SequenceVersion, int]]:
+    """locale -> (newest version, lesson count) of each course the sign-up page offers: the
+    one `sequences` names for that language, if it is published in that language, and the
+    default course in its own language."""
+    courses = {v.slug: (v, n) for v, n in published(session)}
+    chosen = {
+        locale: courses[slug]
+        for locale, slug in sequences.items()
+        if slug in courses and courses[slug][0].locale == locale
+    }
+    default = courses.get(default_sequence)
+    if default and default[0].locale not in chosen:
+        chosen[default[0].locale] = default
+    return chosen

@@ -8,12 +8,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Connection, Engine, Executable, event, inspect, text
+from sqlalchemy import ClauseElement, Connection, Engine, event, inspect, text
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.engine.interfaces import DBAPICursor
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlmodel import Session, create_engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # How long an SQLite connection waits for another one's write lock before it gives up.
@@ -40,7 +44,7 @@ def make_engine(url: str) -> Engine:
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
         # Let SQLAlchemy, not the driver, open transactions, so each one can take the write
         # lock up front: SQLite has no FOR UPDATE, and a lock upgrade mid-transaction can fail.
         dbapi_conn.isolation_level = None
@@ -55,7 +59,7 @@ def make_engine(url: str) -> Engine:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn):  # type: ignore[no-untyped-def]
+    def _on_begin(conn: Connection) -> None:
         if conn.get_execution_options().get(_READ_ONLY):
             conn.exec_driver_sql("BEGIN")  # WAL: reads a snapshot and takes no lock at all
         else:
@@ -97,9 +101,9 @@ class RawStatement:
     processors SQLAlchemy would use, so the rows written are the same.
     """
 
-    def __init__(self, stmt: Executable, dialect: Dialect) -> None:
+    def __init__(self, stmt: ClauseElement, dialect: Dialect) -> None:
         self.stmt = stmt  # kept alive, so that its id() (the cache key) is never reused
-        compiled = stmt.compile(dialect=dialect)
+        compiled = cast(SQLCompiler, stmt.compile(dialect=dialect))
         self.sql = compiled.string
         self._positional = compiled.positional
         names = (
@@ -132,7 +136,7 @@ class RawStatement:
 _raw_statements: dict[tuple[int, str, str], RawStatement] = {}
 
 
-def raw_statement(stmt: Executable, dialect: Dialect) -> RawStatement:
+def raw_statement(stmt: ClauseElement, dialect: Dialect) -> RawStatement:
     """RawStatement for a statement built once at import time, compiled on first use."""
     key = (id(stmt), dialect.name, dialect.driver)
     found = _raw_statements.get(key)
@@ -207,7 +211,7 @@ def raw_transaction(conn: Connection) -> Iterator[DBAPICursor]:
         cursor.close()
 
 
-def alembic_config(url: str):  # type: ignore[no-untyped-def]
+def alembic_config(url: str) -> AlembicConfig:
     from alembic.config import Config
 
     cfg = Config()

@@ -1,10 +1,23 @@
-"""Domain errors. The web layer maps each to a clear 4xx answer in one place."""
+"""Domain errors: every error a person can be told about, with a stable code so each page can
+say it in the reader's language. They know nothing of HTTP: course.web.errors maps each to a
+status, in one place, and the CLI prints the message.
+
+    CourseError
+    ├── InvalidInput          what someone typed or sent cannot be used (says which field)
+    ├── UnknownSequence       no course by that name
+    ├── TokenInvalid          a link that is not ours, or was cut off
+    │   ├── TokenExpired      a link past its time (confirmation, data)
+    │   └── LinkEnded         a genuine link whose reader is gone: it changes nothing
+    ├── LessonInvalid         a sequence that cannot be published, with every problem found
+    └── ConfigurationError    the service cannot run as configured
+"""
+
+from __future__ import annotations
 
 
 class CourseError(Exception):
     """Base of every error a person can be told about."""
 
-    status_code = 400
     # A stable name for the message, so the web pages can say it in the reader's language.
     default_code = ""
 
@@ -15,8 +28,6 @@ class CourseError(Exception):
 
 
 class InvalidInput(CourseError):
-    status_code = 422
-
     def __init__(self, message: str, code: str = "", field: str = "") -> None:
         super().__init__(message, code)
         # The form field to point the reader at, when one is to blame.
@@ -24,24 +35,20 @@ class InvalidInput(CourseError):
 
 
 class UnknownSequence(CourseError):
-    status_code = 404
     default_code = "unknown_course"
 
 
 class TokenInvalid(CourseError):
-    status_code = 400
     default_code = "link_invalid"
 
 
 class TokenExpired(TokenInvalid):
-    status_code = 410
     default_code = "link_expired"
 
 
 class LinkEnded(TokenInvalid):
     """A genuine link whose enrollment is gone (erased, or a database restored without it)."""
 
-    status_code = 410
     default_code = "link_ended"
 
     def __init__(self) -> None:
@@ -60,4 +67,4 @@ class LessonInvalid(CourseError):
 
 
 class ConfigurationError(CourseError):
-    status_code = 500
+    pass

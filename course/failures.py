@@ -11,6 +11,7 @@ changed in the database by hand reaches them only when they restart.
 from __future__ import annotations
 
 from sqlalchemy import Engine, func, select, update
+from sqlmodel import col
 
 from course.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus
 
@@ -20,10 +21,10 @@ _WAITING = (EnrollmentStatus.PENDING, EnrollmentStatus.ACTIVE)
 def failed_reasons(engine: Engine) -> list[tuple[str, int]]:
     """The last error of each failed delivery that someone is still waiting on, grouped."""
     stmt = (
-        select(func.coalesce(Delivery.last_error, "unknown"), func.count())
-        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)  # type: ignore[arg-type]
-        .where(Delivery.status == DeliveryStatus.FAILED, Enrollment.status.in_(_WAITING))  # type: ignore[attr-defined]
-        .group_by(Delivery.last_error)
+        select(func.coalesce(col(Delivery.last_error), "unknown"), func.count())
+        .join(Enrollment, col(Enrollment.id) == col(Delivery.enrollment_id))
+        .where(col(Delivery.status) == DeliveryStatus.FAILED, col(Enrollment.status).in_(_WAITING))
+        .group_by(col(Delivery.last_error))
         .order_by(func.count().desc())
     )
     with engine.connect() as conn:
@@ -33,12 +34,12 @@ def failed_reasons(engine: Engine) -> list[tuple[str, int]]:
 def retry_failed(engine: Engine) -> int:
     """Put every failed delivery of a still-running enrollment back in the queue, with a fresh
     count of attempts; the next beat tick hands them to workers. Returns how many."""
-    waiting = select(Enrollment.id).where(Enrollment.status.in_(_WAITING))  # type: ignore[attr-defined]
+    waiting = select(col(Enrollment.id)).where(col(Enrollment.status).in_(_WAITING))
     stmt = (
         update(Delivery)
         .where(
-            Delivery.status == DeliveryStatus.FAILED,
-            Delivery.enrollment_id.in_(waiting),  # type: ignore[attr-defined]
+            col(Delivery.status) == DeliveryStatus.FAILED,
+            col(Delivery.enrollment_id).in_(waiting),
         )
         .values(status=DeliveryStatus.PENDING, attempts=0, lease_owner=None, lease_until=None)
     )

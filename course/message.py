@@ -21,7 +21,7 @@ from course.errors import InvalidInput
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def new_message_id(kind: str, enrollment_id: int, position: int, domain: str) -> str:
+def new_message_id(kind: str, enrollment_id: int, position: int, *, domain: str) -> str:
     """Made once when the delivery row is created and reused on any resend. (The tick makes
     lessons' ids in SQL, in this same shape: delivery._message_id_sql.)"""
     return f"<{kind}.{enrollment_id}.{position}.{secrets.token_hex(6)}@{domain}>"

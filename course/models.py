@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import JSON, Boolean, Column, DateTime, Index, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
@@ -14,6 +14,17 @@ from sqlmodel import Field, SQLModel
 # a cached row naming the old id would then reach someone else.
 NO_REUSE = {"sqlite_autoincrement": True}
 LINK_KEY_LENGTH = 22
+
+
+class _Row(Protocol):
+    id: int | None
+
+
+def row_id(row: _Row) -> int:
+    """The id of a row that is in the database (flushed or loaded): never None there."""
+    if row.id is None:
+        raise ValueError(f"{type(row).__name__} has no id until it is flushed")
+    return row.id
 
 
 def new_link_key() -> str:

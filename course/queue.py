@@ -1,22 +1,35 @@
-"""The one seam between the application and Celery: hand ids to the workers, after commit.
+"""The one seam between the application and Celery: the Celery app the web app and the workers
+share (configured from course.settings), and handing ids to the workers, after commit.
 
-If the broker cannot be reached the work is not lost: the rows are in the database, and the
-next beat tick hands them out when their lease runs out.
+If the broker cannot be reached the work is not lost: the rows are in the database, and the next
+beat tick hands them out when their lease runs out. The worker side (tasks, beat schedule) lives
+in `worker/`, which builds on this app; nothing here imports it.
 """
 
 from __future__ import annotations
 
 import logging
 
+from celery import Celery
+
+from course.settings import get_settings
+
 log = logging.getLogger(__name__)
 
 SEND_TASK = "homeward.send"
 TICK_TASK = "homeward.tick"
 
+app = Celery("homeward")
+app.conf.update(
+    broker_url=get_settings().redis_url or "redis://127.0.0.1:6379/0",
+    broker_connection_retry_on_startup=True,
+    task_ignore_result=True,
+    task_serializer="json",
+    accept_content=["json"],
+)
+
 
 def enqueue_sends(batches: list[list[int]]) -> None:
-    from worker.app import app
-
     try:
         with app.producer_or_acquire() as producer:
             for batch in batches:
@@ -30,8 +43,6 @@ def enqueue_sends(batches: list[list[int]]) -> None:
 
 def kick_tick() -> None:
     """Run a tick now, so a just-confirmed reader gets lesson 1 at once, not at the next beat."""
-    from worker.app import app
-
     try:
         app.send_task(TICK_TASK)
     except Exception:

@@ -120,6 +120,11 @@ def compile_lesson(source: str) -> Template:
     return _lesson_env.from_string(source)
 
 
+def lesson_environment() -> ImmutableSandboxedEnvironment:
+    """The sandbox lessons render in, for parsing them (the checker's syntax and name checks)."""
+    return _lesson_env
+
+
 @lru_cache(maxsize=64)
 def _compile_layout(source: str, html: bool) -> Template:
     return (_layout_html_env if html else _layout_text_env).from_string(source)
@@ -213,6 +218,7 @@ def render_email(
     content: Content,
     persona: Persona,
     links: Links,
+    *,
     layout: Layout,
     extra: Mapping[str, Any] | None = None,
 ) -> RenderedEmail:

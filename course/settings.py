@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COURSE_", extra="ignore")
 
     database_url: str = "sqlite:///homeward.db"
-    # Unset: the project starts its own private redis-server (see course.embedded_redis).
+    # Unset: the project starts its own private redis-server (see course.cli.embedded_redis).
     redis_url: str | None = None
     smtp_url: str = "smtp://127.0.0.1:8025"
     base_url: str = "http://127.0.0.1:8000"

@@ -48,7 +48,9 @@ class Link:
     signed_at: datetime
 
 
-def make_token(secret_key: str, purpose: Purpose, link_key: str, clock: Clock | None = None) -> str:
+def make_token(
+    secret_key: str, purpose: Purpose, link_key: str, *, clock: Clock | None = None
+) -> str:
     return TokenMaker(secret_key, purpose, clock)(link_key)
 
 
@@ -73,6 +75,7 @@ def read_token(
     secret_key: str,
     purpose: Purpose,
     token: str,
+    *,
     max_age_seconds: int | None = None,
     clock: Clock | None = None,
 ) -> Link:

@@ -1,4 +1,4 @@
-"""Real parts for every test: Redis, an SMTP server, SQLite and PostgreSQL.
+"""Fixtures: real parts for every test: Redis, an SMTP server, SQLite and PostgreSQL.
 
 PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) are used when they answer; otherwise the
 suite says so and falls back to SQLite only and an embedded redis-server. Set
@@ -11,28 +11,20 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from email import message_from_bytes
-from email.message import EmailMessage
-from email.policy import default as default_policy
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, text
-from sqlmodel import SQLModel
 
+from course.authoring import load_sequence, publish
+from course.cli.embedded_redis import EmbeddedRedis, free_port
 from course.clock import ManualClock
 from course.db import engine_for, session_scope, upgrade
-from course.embedded_redis import EmbeddedRedis, free_port
-from course.lessons import load_sequence, publish
 from course.settings import PROJECT_ROOT, Settings
+from tests.support import FIXTURES, SmtpSink, truncate
 
-FIXTURES = Path(__file__).parent / "fixtures"
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 TEST_REDIS_DB = 11
 
@@ -81,9 +73,9 @@ def redis_url() -> Iterator[str]:
         url = embedded.url
     client = redis.Redis.from_url(url)
     client.flushdb()
-    from worker.app import app
+    from course.queue import app
 
-    app.conf.broker_url = url
+    app.conf.update(broker_url=url)
     yield url
     client.flushdb()
     if embedded:
@@ -139,66 +131,9 @@ def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
             pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     else:
         url = request.getfixturevalue("_sqlite_url")
-    _truncate(url)
+    truncate(url)
     yield url
-    _truncate(url)
-
-
-def _truncate(url: str) -> None:
-    engine = engine_for(url)
-    with session_scope(engine) as session:
-        for table in reversed(SQLModel.metadata.sorted_tables):
-            session.execute(table.delete())
-
-
-# --- SMTP ------------------------------------------------------------------------------------
-
-
-@dataclass
-class SmtpSink:
-    """A real SMTP server (aiosmtpd) that keeps what it accepts and can refuse on demand."""
-
-    port: int = 0
-    received: list[EmailMessage] = field(default_factory=list)
-    raw: list[bytes] = field(default_factory=list)
-    refuse: dict[str, str] = field(default_factory=dict)  # recipient -> "451 ..." / "550 ..."
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    delay: float = 0.0
-    # Called as each message arrives, before the server accepts it (on the server's thread).
-    on_data: Callable[[], None] | None = None
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
-        answer = self.refuse.get(address)
-        if answer:
-            return answer
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
-        if self.delay:
-            import asyncio
-
-            await asyncio.sleep(self.delay)  # a slow server, so a test can kill a worker mid-batch
-        if self.on_data is not None:
-            self.on_data()
-        data = envelope.original_content or envelope.content
-        msg = message_from_bytes(data, policy=default_policy)
-        with self.lock:
-            self.received.append(msg)  # type: ignore[arg-type]
-            self.raw.append(data)
-        return "250 Message accepted"
-
-    def to(self, address: str) -> list[EmailMessage]:
-        with self.lock:
-            return [m for m in self.received if m["To"] == address]
-
-    def message_ids(self) -> list[str]:
-        with self.lock:
-            return [str(m["Message-ID"]) for m in self.received]
-
-    def clear(self) -> None:
-        with self.lock:
-            self.received.clear()
+    truncate(url)
 
 
 @pytest.fixture
@@ -264,7 +199,7 @@ def family_guides(settings: Settings, clock: ManualClock) -> dict[str, str]:
 
 
 @pytest.fixture
-def bilingual(settings, clock, family_guides, queued):  # type: ignore[no-untyped-def]
+def bilingual(settings, clock, family_guides, queued):
     """The web app with the shipped English and Spanish courses published."""
     from fastapi.testclient import TestClient
 
@@ -275,15 +210,6 @@ def bilingual(settings, clock, family_guides, queued):  # type: ignore[no-untype
         yield c
 
 
-def selected_course(html: str) -> str:
-    """The course preselected on the sign-up form."""
-    import re
-
-    match = re.search(r'<option value="([\w-]+)" lang="\w+" selected>', html)
-    assert match, "no course is selected on the sign-up form"
-    return match.group(1)
-
-
 @pytest.fixture
 def queued() -> list[list[int]]:
     """Batches the web app handed to the queue; `deliver` sends them as a worker would."""
@@ -291,63 +217,24 @@ def queued() -> list[list[int]]:
 
 
 @pytest.fixture
-def deliver(settings: Settings, clock: ManualClock, queued: list[list[int]]):  # type: ignore[no-untyped-def]
+def deliver(settings: Settings, clock: ManualClock, queued: list[list[int]]):
     """Run what beat + workers do, in-process: tick, then send every batch. Returns sent ids."""
-    from course import delivery
-    from course.mailer import Mailer, SmtpTarget
+    from course.sending import Composer, Mailer, SmtpTarget, send_batch, tick
 
     mailer = Mailer(SmtpTarget.from_url(settings.smtp_url))
-    composer = delivery.Composer(settings, clock)  # kept for the whole test, as a worker keeps one
+    composer = Composer(settings, clock)  # kept for the whole test, as a worker keeps one
     engine = engine_for(settings.database_url)
 
     def run() -> list[int]:
         sent: list[int] = []
         handed = [b for b in queued if b]
         queued.clear()
-        for batch in handed + delivery.tick(engine, settings, clock):
-            sent.extend(delivery.send_batch(engine, settings, clock, mailer, batch, composer).sent)
+        for batch in handed + tick(engine, settings, clock):
+            result = send_batch(
+                engine, settings, clock, mailer=mailer, ids=batch, composer=composer
+            )
+            sent.extend(result.sent)
         return sent
 
     yield run
     mailer.close()
-
-
-def visible(html: str) -> str:
-    """The words a reader sees on a page: tags dropped, entities read, spaces collapsed."""
-    import html as html_lib
-    import re
-
-    text = re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S | re.I)
-    return " ".join(html_lib.unescape(re.sub(r"<[^>]+>", " ", text)).split())
-
-
-def linked_id(settings: Settings, purpose, token: str, clock=None) -> int:  # type: ignore[no-untyped-def]
-    """The enrollment id a reader's link leads to, as the web app finds it."""
-    from course.enrollment import linked_enrollment
-    from course.tokens import read_token
-
-    link = read_token(settings.secret_key, purpose, token, clock=clock)
-    with session_scope(engine_for(settings.database_url)) as session:
-        return linked_enrollment(session, link).id  # type: ignore[return-value]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll until `predicate` holds; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
-
-def confirm_link(message: EmailMessage) -> str:
-    import re
-
-    text_part = message.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
-    return re.search(r"https://homeward\.test(/confirm/[\w.\-]+)", text_part).group(1)  # type: ignore[union-attr]
-
-
-def unsubscribe_link(message: EmailMessage) -> str:
-    header = str(message["List-Unsubscribe"])
-    return header.split("<https://homeward.test", 1)[1].split(">", 1)[0]

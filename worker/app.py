@@ -1,23 +1,22 @@
-"""The Celery app, configured from course.settings, with the beat schedule."""
+"""The Celery worker and beat: the shared app from course.queue, with what only workers need
+(acknowledgement, prefetch, the beat schedule, the refusal to start unconfigured)."""
 
 from __future__ import annotations
 
 import sys
 
-from celery import Celery, signals
+from celery import signals
 
 from course.errors import ConfigurationError
+from course.queue import TICK_TASK, app
 from course.settings import get_settings
+
+__all__ = ["app"]
 
 settings = get_settings()
 
-app = Celery("homeward", include=["worker.tasks"])
 app.conf.update(
-    broker_url=settings.redis_url or "redis://127.0.0.1:6379/0",
-    broker_connection_retry_on_startup=True,
-    task_ignore_result=True,
-    task_serializer="json",
-    accept_content=["json"],
+    include=["worker.tasks"],
     # Work is acknowledged after it ran; the database lease, not the broker, brings back work
     # from a killed worker (acks_late alone does not).
     task_acks_late=True,
@@ -26,7 +25,7 @@ app.conf.update(
     worker_hijack_root_logger=False,
     beat_schedule={
         "dispatch-due-lessons": {
-            "task": "homeward.tick",
+            "task": TICK_TASK,
             "schedule": settings.tick_seconds,
             # A backlog of ticks is useless: each one does all the work that is due.
             "options": {"expires": max(settings.tick_seconds * 0.9, 1.0)},

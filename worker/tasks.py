@@ -1,4 +1,4 @@
-"""Thin task shims over course.delivery: all logic is testable without a broker."""
+"""Thin task shims over course.sending: all logic is testable without a broker."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from functools import lru_cache
 
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from course import delivery
 from course.clock import SystemClock
 from course.db import engine_for
-from course.mailer import Mailer, SmtpTarget
 from course.queue import SEND_TASK, TICK_TASK, enqueue_sends
+from course.sending import Composer, Mailer, SmtpTarget, send_batch
+from course.sending import tick as dispatch_tick
 from course.settings import get_settings
 from worker.app import app
 
@@ -23,8 +23,8 @@ def _mailer() -> Mailer:
 
 
 @lru_cache
-def _composer() -> delivery.Composer:
-    return delivery.Composer(get_settings(), SystemClock())
+def _composer() -> Composer:
+    return Composer(get_settings(), SystemClock())
 
 
 @worker_process_init.connect
@@ -46,14 +46,19 @@ def _close(**_: object) -> None:
 def tick() -> int:
     settings = get_settings()
     engine = engine_for(settings.database_url)
-    batches = delivery.tick(engine, settings, SystemClock(), hand_out=enqueue_sends)
+    batches = dispatch_tick(engine, settings, SystemClock(), hand_out=enqueue_sends)
     return sum(len(b) for b in batches)
 
 
 @app.task(name=SEND_TASK)
 def send(ids: list[int]) -> int:
     settings = get_settings()
-    result = delivery.send_batch(
-        engine_for(settings.database_url), settings, SystemClock(), _mailer(), ids, _composer()
+    result = send_batch(
+        engine_for(settings.database_url),
+        settings,
+        SystemClock(),
+        mailer=_mailer(),
+        ids=ids,
+        composer=_composer(),
     )
     return len(result.sent)

@@ -68,6 +68,6 @@ def pick(query: str | None, course_locale: str | None, accept_language: str | No
     asked = (query or "").strip().lower().split("-")[0]
     if asked in LOCALES:
         return asked
-    if course_locale in LOCALES:
-        return course_locale  # type: ignore[return-value]
+    if course_locale is not None and course_locale in LOCALES:
+        return course_locale
     return from_accept_language(accept_language) or DEFAULT

@@ -1,0 +1,89 @@
+"""`course`: run the service, manage lessons and the database, and answer data requests.
+
+Each group of commands is a module of its own; this one builds the parser and runs a command
+with the settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from course.cli import lessons, operations, readers, serve
+from course.errors import ConfigurationError, CourseError
+from course.settings import Settings, get_settings
+
+
+def _settings() -> Settings:
+    return get_settings()
+
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from course.db import upgrade
+
+    upgrade(settings.database_url)
+    print("Database is up to date.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="course", description="Homeward: an email course for families."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run everything locally on embedded defaults")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.set_defaults(func=serve.cmd_dev)
+
+    web = sub.add_parser("web", help="run the web app")
+    web.add_argument("--host", default="127.0.0.1")
+    web.add_argument("--port", type=int, default=8000)
+    web.set_defaults(func=serve.cmd_web)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
+    db.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
+
+    lessons_group = sub.add_parser("lessons", help="check, publish and list lesson sequences")
+    lsub = lessons_group.add_subparsers(dest="action", required=True)
+    for name, func, text in (
+        ("check", lessons.cmd_lessons_check, "validate sequence folders"),
+        ("publish", lessons.cmd_lessons_publish, "store a new version in the database"),
+    ):
+        p = lsub.add_parser(name, help=text)
+        p.add_argument("paths", nargs="+", metavar="PATH")
+        p.set_defaults(func=func)
+    lsub.add_parser("list", help="show published sequences").set_defaults(
+        func=lessons.cmd_lessons_list
+    )
+
+    sub.add_parser("stats", help="enrollments and deliveries by status").set_defaults(
+        func=operations.cmd_stats
+    )
+
+    deliveries = sub.add_parser(
+        "deliveries", help="deliveries that gave up after repeated errors: list or retry"
+    )
+    deliveries.add_argument("action", choices=["failed", "retry"])
+    deliveries.set_defaults(func=operations.cmd_deliveries)
+
+    subscriber = sub.add_parser("subscriber", help="a person's data: export or erase")
+    subscriber.add_argument("action", choices=["export", "erase"])
+    subscriber.add_argument("email")
+    subscriber.set_defaults(func=readers.cmd_subscriber)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args, _settings()) or 0)
+    except ConfigurationError as exc:
+        print(f"course: cannot start: {exc.message}", file=sys.stderr)
+        return 2
+    except CourseError as exc:
+        print(f"course: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,1 @@
+"""Readers: signing up, confirming, their links, their preferences and their own data."""

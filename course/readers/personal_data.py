@@ -1,0 +1,109 @@
+"""A person's own data: a private link to it (on request, to the address on file), a copy of
+everything stored, and erasing it all."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete
+from sqlmodel import Session, col, select
+
+from course.clock import Clock, as_utc
+from course.errors import LinkEnded
+from course.models import Delivery, DeliveryKind, Enrollment, Subscriber
+from course.readers.service_mail import throttled_delivery
+from course.settings import Settings
+
+# How long an emailed link to a reader's own data works.
+DATA_LINK_TTL = timedelta(hours=24)
+
+
+def request_data_link(
+    session: Session, settings: Settings, clock: Clock, *, enrollment_id: int
+) -> list[int]:
+    """Email the reader a short-lived link to see, download or erase their data. The link goes
+    only to the address on file, never to whoever holds a forwarded email."""
+    email_of(session, enrollment_id)  # refuses a link whose reader is gone
+    return throttled_delivery(
+        session, settings, enrollment_id=enrollment_id, kind=DeliveryKind.DATA, now=clock.now()
+    )
+
+
+def email_of(session: Session, enrollment_id: int) -> str:
+    """The address behind an enrollment, for the reader's own links (unsubscribe, their data)."""
+    email = session.exec(
+        select(col(Subscriber.email))
+        .join(Enrollment, col(Enrollment.subscriber_id) == col(Subscriber.id))
+        .where(col(Enrollment.id) == enrollment_id)
+    ).first()
+    if email is None:
+        raise LinkEnded()
+    return email
+
+
+def export(session: Session, email: str) -> dict[str, Any] | None:
+    """Everything stored about one address, as plain data."""
+    subscriber = session.exec(
+        select(Subscriber).where(col(Subscriber.email) == email.lower())
+    ).first()
+    if subscriber is None:
+        return None
+    enrollments = session.exec(
+        select(Enrollment)
+        .where(col(Enrollment.subscriber_id) == subscriber.id)
+        .order_by(col(Enrollment.id))
+    ).all()
+    deliveries = session.exec(
+        select(Delivery)
+        .where(col(Delivery.enrollment_id).in_([e.id for e in enrollments]))
+        .order_by(col(Delivery.id))
+    ).all()
+
+    def iso(value: datetime | None) -> str | None:
+        return as_utc(value).isoformat() if value else None
+
+    return {
+        "email": subscriber.email,
+        "first_name": subscriber.first_name,
+        "time_zone": subscriber.time_zone,
+        "send_hour": subscriber.send_hour,
+        "relationship": subscriber.relationship,
+        "substance": subscriber.substance,
+        "signed_up_at": iso(subscriber.created_at),
+        "suppressed_at": iso(subscriber.suppressed_at),
+        "enrollments": [
+            {
+                "course": e.sequence_slug,
+                "status": e.status,
+                "confirmed_at": iso(e.confirmed_at),
+                "next_lesson": e.next_position,
+                "told_us_treatment_started_at": iso(e.started_treatment_at),
+                "emails": [
+                    {
+                        "kind": d.kind,
+                        "number": d.position,
+                        "status": d.status,
+                        "sent_at": iso(d.sent_at),
+                    }
+                    for d in deliveries
+                    if d.enrollment_id == e.id
+                ],
+            }
+            for e in enrollments
+        ],
+    }
+
+
+def erase(session: Session, email: str) -> bool:
+    """Delete the person and everything about them. Returns whether anything was there."""
+    subscriber = session.exec(
+        select(Subscriber).where(col(Subscriber.email) == email.lower())
+    ).first()
+    if subscriber is None:
+        return False
+    ids = select(col(Enrollment.id)).where(col(Enrollment.subscriber_id) == subscriber.id)
+    session.execute(delete(Delivery).where(col(Delivery.enrollment_id).in_(ids)))
+    session.execute(delete(Enrollment).where(col(Enrollment.subscriber_id) == subscriber.id))
+    session.delete(subscriber)
+    return True

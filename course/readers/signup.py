@@ -1,0 +1,184 @@
+"""Signing up: check what a person typed, store the wish to join, and send the confirmation
+request. The answer is the same whether the address is new, pending or already enrolled."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import delete
+from sqlmodel import Session, col, select
+
+from course.catalog import latest_version
+from course.clock import Clock
+from course.errors import InvalidInput
+from course.models import (
+    Delivery,
+    DeliveryKind,
+    Enrollment,
+    EnrollmentStatus,
+    Subscriber,
+    row_id,
+)
+from course.readers.service_mail import throttled_delivery
+from course.render import PERSONA_VALUES
+from course.schedule import valid_time_zone
+from course.settings import Settings
+
+# Letters, then letters, spaces, dots, dashes and apostrophes: straight, or the curly one a
+# phone's keyboard types (O’Brien).
+NAME_RE = re.compile(r"^[^\W\d_](?:[^\W\d_]|[ .'\u2019\-])*$")
+PROFILE = ("first_name", "time_zone", "send_hour", "relationship", "substance")
+
+
+@dataclass(frozen=True)
+class EnrollRequest:
+    email: str
+    first_name: str = ""
+    time_zone: str = "UTC"
+    send_hour: int = 9
+    sequence: str = ""
+    relationship: str = "other"
+    substance: str = "unsure"  # who skips the question gets the wording for "not sure"
+    # The profile fields this sign-up sent: one that leaves a field out (an API call with the
+    # address only, say) must not blank what an earlier one gave.
+    given: frozenset[str] = frozenset(PROFILE)
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], default_sequence: str) -> EnrollRequest:
+        """Validate raw form or JSON fields; InvalidInput says what to fix, in plain words."""
+        email = _email(data.get("email"))
+        first_name = str(data.get("first_name") or "").strip()
+        if len(first_name) > 40:
+            raise InvalidInput(
+                "Please keep the first name to 40 characters or fewer.",
+                "name_too_long",
+                "first_name",
+            )
+        if first_name and not NAME_RE.match(first_name):
+            raise InvalidInput(
+                "A first name can have letters, spaces, dots, apostrophes and dashes only.",
+                "name_chars",
+                "first_name",
+            )
+        tz = str(data.get("time_zone") or "").strip() or "UTC"
+        hour_raw = data.get("send_hour")
+        if hour_raw in (None, ""):
+            hour = 9
+        else:
+            try:
+                hour = int(str(hour_raw).split(":")[0])
+            except ValueError:
+                raise InvalidInput(
+                    "The send hour must be a whole hour from 0 to 23.", "send_hour", "send_hour"
+                ) from None
+            if not 0 <= hour <= 23:
+                raise InvalidInput(
+                    "The send hour must be a whole hour from 0 to 23.", "send_hour", "send_hour"
+                )
+        relationship = _choice(data.get("relationship"), "relationship", "other")
+        substance = _choice(data.get("substance"), "substance", "unsure")
+        sequence = str(data.get("sequence") or default_sequence).strip()
+        # The form always sends every field (empty for "prefer not to say"); an API call may
+        # leave some out.
+        given = frozenset(f for f in PROFILE if f in data)
+        return cls(
+            email=email,
+            first_name=first_name,
+            time_zone=valid_time_zone(tz),
+            send_hour=hour,
+            sequence=sequence,
+            relationship=relationship,
+            substance=substance,
+            given=given,
+        )
+
+
+def _email(raw: Any) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise InvalidInput("Please enter your email address.", "email_missing", "email")
+    if len(raw) > 254 or "\n" in raw or "\r" in raw:
+        raise InvalidInput("That email address does not look right.", "email_invalid", "email")
+    try:
+        result = validate_email(raw.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidInput(
+            f"That email address does not look right: {exc}", "email_invalid", "email"
+        ) from exc
+    return result.normalized.lower()
+
+
+def _choice(raw: Any, name: str, default: str) -> str:
+    value = str(raw or "").strip() or default
+    if value not in PERSONA_VALUES[name]:
+        raise InvalidInput(f"Unknown {name} {value!r}.", "choice", name)
+    return value
+
+
+def enroll(session: Session, settings: Settings, clock: Clock, *, req: EnrollRequest) -> list[int]:
+    """Record the wish to join and write a confirmation email; return delivery ids to enqueue.
+
+    The caller answers the same whatever happens here, so nobody can learn from the answer
+    whether an address is on the list.
+    """
+    now = clock.now()
+    version = latest_version(session, req.sequence)
+    subscriber = session.exec(select(Subscriber).where(col(Subscriber.email) == req.email)).first()
+    if subscriber is None:
+        subscriber = Subscriber(email=req.email, created_at=now)
+        session.add(subscriber)
+    if subscriber.suppressed_at is not None:
+        return []
+    # One row per course this person ever joined: a handful at most.
+    joined = (
+        session.exec(select(Enrollment).where(col(Enrollment.subscriber_id) == subscriber.id)).all()
+        if subscriber.id
+        else []
+    )
+    enrollment = next((e for e in joined if e.sequence_slug == req.sequence), None)
+    if enrollment is not None and enrollment.status == EnrollmentStatus.ACTIVE:
+        return []  # already receiving lessons; don't let a stranger change their details
+    if subscriber.id is None:
+        _apply_profile(subscriber, req, PROFILE)
+    elif all(e.status != EnrollmentStatus.ACTIVE for e in joined):
+        # Anyone can send this form for any address; once lessons flow (in any course), only
+        # the reader's own links change anything.
+        _apply_profile(subscriber, req, req.given)
+    session.flush()
+    if enrollment is None:
+        enrollment = Enrollment(
+            subscriber_id=row_id(subscriber),
+            sequence_slug=req.sequence,
+            version_id=row_id(version),
+            created_at=now,
+        )
+        session.add(enrollment)
+        session.flush()
+    elif enrollment.status != EnrollmentStatus.PENDING:
+        # Finished or left earlier: start again from lesson 1 on the newest version, after opt-in.
+        # The earlier round's lesson rows go: each lesson is unique per enrollment and position,
+        # so they would stop this round's lessons from ever being created (and they are
+        # personal data nobody needs once the course starts over).
+        session.execute(
+            delete(Delivery).where(
+                col(Delivery.enrollment_id) == enrollment.id,
+                col(Delivery.kind) == DeliveryKind.LESSON,
+            )
+        )
+        enrollment.status = EnrollmentStatus.PENDING
+        enrollment.version_id = row_id(version)
+        enrollment.next_position = 1
+        enrollment.next_due_at = None
+        enrollment.confirmed_at = None
+        enrollment.ended_at = None
+    return throttled_delivery(
+        session, settings, enrollment_id=row_id(enrollment), kind=DeliveryKind.CONFIRM, now=now
+    )
+
+
+def _apply_profile(subscriber: Subscriber, req: EnrollRequest, fields: Iterable[str]) -> None:
+    for name in fields:
+        setattr(subscriber, name, getattr(req, name))

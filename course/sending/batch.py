@@ -1,0 +1,189 @@
+"""The send loop: take a batch, send each email over a kept-open SMTP connection, and record
+each outcome as it happens.
+
+Exactly once: a delivery is claimed by one worker (lease owner) before sending, and marked sent
+in the moment the SMTP server accepts it, together with the enrollment's next due time. The only
+duplicate left is a message the server accepted just before its worker died, before the commit:
+at most one per killed worker process.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine
+
+from course.catalog import LessonPlan
+from course.clock import Clock
+from course.models import DeliveryKind, DeliveryStatus, EnrollmentStatus
+from course.sending.compose import Composer
+from course.sending.jobs import Job, claim_and_load
+from course.sending.mailer import ConnectionProblem, Mailer, PermanentError, TransientError
+from course.sending.outcomes import Outcomes, backoff
+from course.sending.recording import Recorder, recorder_for
+from course.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchResult:
+    sent: list[int] = field(default_factory=list)
+    retried: list[int] = field(default_factory=list)
+    bounced: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    released: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+
+
+def _sendable(job: Job) -> bool:
+    if job.subscriber.suppressed_at is not None:
+        return False
+    if job.delivery.kind == DeliveryKind.CONFIRM:
+        return job.enrollment.status == EnrollmentStatus.PENDING
+    if job.delivery.kind == DeliveryKind.DATA:
+        return True  # asked for just now, whatever the course's state
+    return job.enrollment.status == EnrollmentStatus.ACTIVE and job.lesson is not None
+
+
+def send_batch(
+    engine: Engine,
+    settings: Settings,
+    clock: Clock,
+    *,
+    mailer: Mailer,
+    ids: list[int],
+    composer: Composer | None = None,
+) -> BatchResult:
+    """Send the deliveries in `ids` that this worker can claim, recording each outcome at once."""
+    result = BatchResult()
+    owner = uuid.uuid4().hex
+    jobs, plan = claim_and_load(engine, settings, clock, ids=ids, owner=owner)
+    result.skipped = sorted(set(ids) - {j.delivery.id for j in jobs})
+    if not jobs:
+        return result
+    outcomes = Outcomes(engine, settings, owner)
+    cancel = [j.delivery.id for j in jobs if not _sendable(j)]
+    if cancel:
+        outcomes.finish(cancel, DeliveryStatus.CANCELLED)
+        result.skipped.extend(cancel)
+    pending = [j for j in jobs if _sendable(j)]
+    with recorder_for(engine) as recorder:
+        batch = _Batch(
+            settings=settings,
+            clock=clock,
+            mailer=mailer,
+            composer=composer or Composer(settings, clock),
+            recorder=recorder,
+            outcomes=outcomes,
+            plan=plan,
+            result=result,
+        )
+        _send_each(batch, pending)
+    return result
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """What the send loop works with for one batch."""
+
+    settings: Settings
+    clock: Clock
+    mailer: Mailer
+    composer: Composer
+    recorder: Recorder
+    outcomes: Outcomes
+    plan: LessonPlan
+    result: BatchResult
+
+
+def _send_each(batch: _Batch, pending: list[Job]) -> None:
+    settings, clock, mailer, composer = batch.settings, batch.clock, batch.mailer, batch.composer
+    recorder, outcomes, plan, result = batch.recorder, batch.outcomes, batch.plan, batch.result
+    owner = outcomes.owner
+    # Stop well inside the lease, so a slow batch never overlaps the worker that retries it.
+    deadline = clock.now() + timedelta(seconds=settings.lease_seconds / 2)
+    ahead: bytes | Exception | None = None  # the next job's email, composed in the SMTP wait
+    # The message the server accepted last, and when. Its "sent" write goes out while the server
+    # reads the next MAIL command, and is waited for before the next message's data goes out,
+    # so before that one can be accepted: at most one accepted message is ever unrecorded, as
+    # when recording each one straight away.
+    accepted: tuple[Job, datetime] | None = None
+    writing = False
+
+    def write_accepted() -> None:
+        nonlocal writing
+        if accepted is not None and not writing:
+            recorder.record_sent(settings, accepted[0], owner=owner, now=accepted[1], plan=plan)
+            writing = True
+
+    def record_accepted() -> None:
+        nonlocal accepted, writing
+        write_accepted()
+        if accepted is not None:
+            job, accepted, writing = accepted[0], None, False
+            recorder.wait()
+            result.sent.append(job.delivery.id)
+
+    for index, job in enumerate(pending):
+        if clock.now() >= deadline:
+            record_accepted()
+            result.released = outcomes.release(
+                [j.delivery.id for j in pending[index:]], clock.now()
+            )
+            break
+        delivery_id = job.delivery.id
+        message = ahead if ahead is not None else _compose(composer, job)
+        ahead = None
+        if isinstance(message, Exception):  # a lesson that cannot render must not block the rest
+            record_accepted()
+            outcomes.finish([delivery_id], DeliveryStatus.FAILED, f"render: {message}")
+            result.failed.append(delivery_id)
+            continue
+
+        try:
+            # Both run whatever happens, before the data goes out or start() raises.
+            mailer.start(
+                message,
+                composer.envelope_sender,
+                job.subscriber.email,
+                meanwhile=record_accepted,
+                first=write_accepted,
+            )
+            # The server is taking in the message: build the next one meanwhile.
+            if index + 1 < len(pending):
+                ahead = _compose(composer, pending[index + 1])
+            mailer.finish()
+        except PermanentError as exc:
+            outcomes.bounce(job, clock.now(), exc)
+            result.bounced.append(delivery_id)
+        except TransientError as exc:
+            if outcomes.retry(job, clock.now(), exc):
+                result.retried.append(delivery_id)
+            else:
+                result.failed.append(delivery_id)
+            if isinstance(exc, ConnectionProblem):
+                # The server is down for everyone: don't burn through the batch, say so loudly.
+                log.error(
+                    "SMTP server unreachable (%s); %d deliveries left for later",
+                    exc,
+                    len(pending) - index - 1,
+                )
+                rest = [j.delivery.id for j in pending[index + 1 :]]
+                result.released = outcomes.release(rest, clock.now() + backoff(settings, 1))
+                break
+        else:
+            accepted = (job, clock.now())
+    record_accepted()
+
+
+def _compose(composer: Composer, job: Job) -> bytes | Exception:
+    """The job's email, or why it cannot be rendered (logged here, recorded by the caller)."""
+    try:
+        return composer.compose(job)
+    except Exception as exc:
+        log.exception("delivery %s cannot be rendered", job.delivery.id)
+        return exc

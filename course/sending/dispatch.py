@@ -1,0 +1,206 @@
+"""The beat tick: hand out again what was lost, and turn due enrollments into delivery rows.
+
+The database is the truth: every email exists as a delivery row before anything is enqueued,
+and a row whose lease runs out is handed out again by the next tick. Set-based in the database:
+one statement claims a batch of due enrollments and writes their delivery rows.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Engine,
+    FromClause,
+    Insert,
+    String,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import col
+
+from course.clock import Clock
+from course.db import is_sqlite
+from course.models import Delivery, DeliveryKind, DeliveryStatus, Enrollment, EnrollmentStatus
+from course.settings import Settings
+
+
+def _chunks(ids: list[int], size: int) -> list[list[int]]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def release_expired(engine: Engine, settings: Settings, clock: Clock, *, limit: int) -> list[int]:
+    """Pending deliveries nobody holds (lost message, killed worker, retry time reached):
+    lease them anew so they can be enqueued again."""
+    now = clock.now()
+    no_lease = col(Delivery.lease_until).is_(None)
+    lapsed = col(Delivery.lease_until) <= now
+    pending = col(Delivery.status) == DeliveryStatus.PENDING
+    expired: Any
+    if is_sqlite(engine):
+        # SQLite reads "no lease OR lapsed" by walking every pending row of the index (2 ms for
+        # 20,000, under the write lock that every sending worker then waits for); as two
+        # searches of it the same answer takes a tenth of a millisecond.
+        expired = union_all(
+            select(col(Delivery.id)).where(pending, no_lease),
+            select(col(Delivery.id)).where(pending, lapsed),
+        ).limit(limit)
+    else:
+        expired = (
+            select(col(Delivery.id))
+            .where(pending, or_(no_lease, lapsed))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    stmt = (
+        update(Delivery)
+        .where(col(Delivery.id).in_(expired.scalar_subquery()))
+        .values(lease_until=now + timedelta(seconds=settings.lease_seconds), lease_owner=None)
+        .returning(col(Delivery.id))
+    )
+    with engine.begin() as session:
+        return [i for i in session.execute(stmt).scalars() if i is not None]
+
+
+def claim_due(engine: Engine, settings: Settings, clock: Clock, *, limit: int) -> list[int]:
+    """Turn due enrollments into delivery rows, in one transaction; return the new delivery ids.
+
+    Set-based in the database: built row by row in Python, 5,000 rows took the tick 0.1 s on
+    SQLite (holding the write lock every sending worker waits for) and 0.7 s on PostgreSQL.
+    """
+    now = clock.now()
+    due = (
+        select(col(Enrollment.id))
+        .where(
+            col(Enrollment.status) == EnrollmentStatus.ACTIVE, col(Enrollment.next_due_at) <= now
+        )
+        .order_by(col(Enrollment.next_due_at))
+        .limit(limit)
+    )
+    if not is_sqlite(engine):
+        due = due.with_for_update(skip_locked=True)
+    # While a lesson is in flight the enrollment has no due time; sending sets the next one.
+    claim = (
+        update(Enrollment)
+        .where(col(Enrollment.id).in_(due.scalar_subquery()))
+        .values(next_due_at=None)
+        .returning(col(Enrollment.id), col(Enrollment.next_position))
+    )
+    lease_until = now + timedelta(seconds=settings.lease_seconds)
+
+    def new_rows(claimed: FromClause) -> Insert:
+        enrollment_id, position = claimed.c.id, claimed.c.next_position
+        kind = DeliveryKind.LESSON.value
+        row = {
+            "enrollment_id": enrollment_id,
+            "kind": literal(kind),
+            "position": position,
+            "message_id": _message_id_sql(
+                engine,
+                kind,
+                enrollment_id=enrollment_id,
+                position=position,
+                domain=settings.message_domain,
+            ),
+            "status": literal(DeliveryStatus.PENDING.value),
+            "attempts": literal(0),
+            "lease_until": literal(lease_until, DateTime(timezone=True)),
+            "created_at": literal(now, DateTime(timezone=True)),
+        }
+        # "WHERE true": SQLite would read "SELECT ... FROM x ON CONFLICT" as a join's ON.
+        rows = select(*row.values()).where(true())
+        insert = sqlite.insert if is_sqlite(engine) else postgresql.insert
+        return (
+            insert(Delivery)
+            .from_select(list(row), rows)
+            .on_conflict_do_nothing()
+            .returning(col(Delivery.id))
+        )
+
+    with engine.begin() as conn:
+        if is_sqlite(engine):
+            # SQLite has no UPDATE inside WITH: the claimed ids come back and go in again as one
+            # JSON parameter (one parameter per id would meet SQLite's limit of 32,766 with a
+            # large COURSE_CLAIM_BATCH).
+            ids = [eid for eid, _ in conn.execute(claim)]
+            if not ids:
+                return []
+            listed = func.json_each(json.dumps(ids)).table_valued("value")
+            claimed = (
+                select(col(Enrollment.id), col(Enrollment.next_position))
+                .where(col(Enrollment.id).in_(select(listed.c.value)))
+                .subquery()
+            )
+            return list(conn.execute(new_rows(claimed)).scalars())
+        claimed_cte = claim.cte("claimed")
+        return list(conn.execute(new_rows(claimed_cte).add_cte(claimed_cte)).scalars())
+
+
+def _message_id_sql(
+    engine: Engine,
+    kind: str,
+    *,
+    enrollment_id: ColumnElement[int],
+    position: ColumnElement[int],
+    domain: str,
+) -> ColumnElement[str]:
+    """new_message_id, worked out by the database for a whole set of rows."""
+    if is_sqlite(engine):
+        token = func.lower(func.hex(func.randomblob(6)))
+    else:
+        # gen_random_uuid() is built in (PostgreSQL 13+); its first twelve digits are random.
+        token = func.left(func.replace(cast(func.gen_random_uuid(), String), "-", ""), 12)
+    return (
+        literal(f"<{kind}.")
+        + cast(enrollment_id, String)
+        + "."
+        + cast(position, String)
+        + "."
+        + token
+        + literal(f"@{domain}>")
+    )
+
+
+def tick(
+    engine: Engine,
+    settings: Settings,
+    clock: Clock,
+    *,
+    budget_seconds: float = 2.0,
+    hand_out: Callable[[list[list[int]]], object] | None = None,
+) -> list[list[int]]:
+    """One beat tick: re-lease what was lost, turn due enrollments into deliveries, and return
+    the batches of delivery ids to enqueue (after commit, so a task never runs before its row).
+
+    With `hand_out`, each committed claim's batches go to it at once: with a large backlog the
+    workers start sending while the tick is still claiming the rest.
+    """
+    started = time.monotonic()
+    out: list[list[int]] = []
+
+    def commit(ids: list[int]) -> None:
+        batches = _chunks(ids, settings.send_batch)
+        if hand_out is not None and batches:
+            hand_out(batches)
+        out.extend(batches)
+
+    commit(release_expired(engine, settings, clock, limit=settings.claim_batch * 10))
+    while time.monotonic() - started < budget_seconds:
+        fresh = claim_due(engine, settings, clock, limit=settings.claim_batch)
+        commit(fresh)
+        if len(fresh) < settings.claim_batch:
+            break
+    return out

@@ -1,0 +1,304 @@
+"""Send over a kept-open SMTP connection and sort every failure into temporary or permanent."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import smtplib
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from course.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+
+class SendError(Exception):
+    def __init__(self, code: int | None, detail: str) -> None:
+        super().__init__(f"{code or ''} {detail}".strip())
+        self.code = code
+        self.detail = detail
+
+
+class TransientError(SendError):
+    """Try again later: a 4xx answer, or the server could not be reached."""
+
+
+class ConnectionProblem(TransientError):
+    """The server is unreachable or dropped us: the rest of a batch would fail the same way."""
+
+
+class PermanentError(SendError):
+    """A 5xx answer: this address will not accept mail from us."""
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    starttls: bool = False
+    tls: bool = False
+    timeout: float = 30.0
+
+    @classmethod
+    def from_url(cls, url: str) -> SmtpTarget:
+        """`smtp://user:pass@host:port?starttls=1` or `smtps://...` for TLS from the start."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ConfigurationError(
+                f"COURSE_SMTP_URL must look like smtp://host:port, not {url!r}"
+            )
+        query = parse_qs(parts.query)
+        tls = parts.scheme == "smtps"
+        return cls(
+            host=parts.hostname,
+            port=parts.port or (465 if tls else 25),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            starttls=query.get("starttls", ["0"])[0] in ("1", "true", "yes"),
+            tls=tls,
+            timeout=float(query.get("timeout", ["30"])[0]),
+        )
+
+
+def classify(code: int, detail: str) -> SendError:
+    return TransientError(code, detail) if 400 <= code < 500 else PermanentError(code, detail)
+
+
+# An address that parseaddr hands back unchanged, so quoting it is just the angle brackets.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
+
+
+def _quoted(address: str) -> str:
+    """smtplib.quoteaddr, without parsing the common plain address."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return f"<{address}>"
+    return smtplib.quoteaddr(address)
+
+
+def _dot_stuffed(message: bytes) -> bytes:
+    """What smtplib does to the message in DATA (a period starting a line is doubled), without
+    running a regular expression over the whole message."""
+    if message.startswith(b"."):
+        message = b"." + message
+    return message.replace(b"\n.", b"\n..")
+
+
+def _abandon(conn: smtplib.SMTP, code: int) -> None:
+    """What sendmail() does with a refused transaction: drop the connection on 421, else RSET."""
+    if code == 421:
+        conn.close()
+        return
+    # A dropped connection is reported by the next command, as smtplib does.
+    with contextlib.suppress(smtplib.SMTPServerDisconnected):
+        conn.rset()
+
+
+class Mailer:
+    """One SMTP connection, opened on first use and reused until it fails or is closed.
+
+    The exchange is the one smtplib's sendmail() has (EHLO once; MAIL with SIZE, RCPT, DATA),
+    with the same exceptions sorted the same way, written out so that the caller can do other
+    work while the server takes in a message: start() hands it over, finish() waits for the
+    verdict. A message counts as accepted only once finish() returns.
+    """
+
+    def __init__(self, target: SmtpTarget) -> None:
+        self.target = target
+        self._conn: smtplib.SMTP | None = None
+        self._awaiting: str | None = None  # the recipient of a message started, not finished
+
+    def _connect(self) -> smtplib.SMTP:
+        t = self.target
+        try:
+            if t.tls:
+                conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                    t.host, t.port, timeout=t.timeout, context=ssl.create_default_context()
+                )
+            else:
+                conn = smtplib.SMTP(t.host, t.port, timeout=t.timeout)
+            conn.ehlo()
+            if t.starttls:
+                conn.starttls(context=ssl.create_default_context())
+                conn.ehlo()
+            if t.username:
+                conn.login(t.username, t.password or "")
+        except smtplib.SMTPResponseException as exc:
+            raise ConnectionProblem(exc.smtp_code, _text(exc.smtp_error)) from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            raise ConnectionProblem(None, f"cannot reach {t.host}:{t.port}: {exc}") from exc
+        return conn
+
+    def send(self, message: bytes, sender: str, recipient: str) -> None:
+        """Send one message; returns once the server accepted it, raises SendError if not."""
+        self.start(message, sender, recipient)
+        self.finish()
+
+    def start(
+        self,
+        message: bytes,
+        sender: str,
+        recipient: str,
+        *,
+        meanwhile: Callable[[], object] | None = None,
+        first: Callable[[], object] | None = None,
+    ) -> None:
+        """Hand one message to the server without waiting for its verdict: call finish() next.
+
+        `meanwhile` runs exactly once, before start() returns or raises and before the server can
+        have accepted this message: once the server is ready for the message's data, just
+        before it is sent (or at once, if the exchange fails before that). If it raises, the
+        connection is dropped without the data, and the server discards the transaction.
+        `first` runs exactly once too, before `meanwhile`: as soon as the MAIL command is on its
+        way, so that it runs while the server reads it.
+        """
+        if self._awaiting is not None:
+            # A message whose verdict nobody read (the caller was interrupted): that reply
+            # would be taken for the answer to the next command. Start on a fresh connection.
+            self._drop()
+        pending, early = meanwhile, first
+
+        def run_early() -> None:
+            nonlocal early
+            if early is not None:
+                call, early = early, None
+                call()
+
+        try:
+            if self._conn is None:
+                self._conn = self._connect()
+            conn = self._conn
+            try:
+                self._envelope(
+                    conn, len(message), sender=sender, recipient=recipient, while_mail=run_early
+                )
+            except (OSError, smtplib.SMTPException) as exc:
+                raise self._failure(exc, recipient) from exc
+            except BaseException:
+                self._drop()  # interrupted mid-exchange, as in finish()
+                raise
+            if pending is not None:
+                call, pending = pending, None
+                try:
+                    call()
+                except BaseException:
+                    self._drop()
+                    raise
+            data = _dot_stuffed(message)
+            if not data.endswith(b"\r\n"):
+                data += b"\r\n"
+            try:
+                conn.send(data + b".\r\n")  # one write, as smtplib does: one wake-up of the server
+            except (OSError, smtplib.SMTPException) as exc:
+                raise self._failure(exc, recipient) from exc
+        finally:
+            try:
+                run_early()
+            finally:
+                if pending is not None:
+                    pending()
+        self._awaiting = recipient
+
+    def finish(self) -> None:
+        """The server's verdict on the message start() handed over."""
+        recipient, self._awaiting = self._awaiting, None
+        if recipient is None:
+            raise RuntimeError("no message in flight")
+        conn = self._conn
+        try:
+            if conn is None:  # closed by close() while a message was in flight
+                raise smtplib.SMTPServerDisconnected("connection closed before the reply")
+            code, resp = conn.getreply()
+            if code != 250:
+                _abandon(conn, code)
+                raise smtplib.SMTPDataError(code, resp)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise self._failure(exc, recipient) from exc
+        except BaseException:
+            # Interrupted (a time limit, a signal) with the reply unread: the next command
+            # would read it as its own answer. Nobody can use this connection any more.
+            self._drop()
+            raise
+
+    def _envelope(
+        self,
+        conn: smtplib.SMTP,
+        size: int,
+        *,
+        sender: str,
+        recipient: str,
+        while_mail: Callable[[], None],
+    ) -> None:
+        # smtplib's sendmail() for one recipient, up to the server's go-ahead for the data.
+        conn.ehlo_or_helo_if_needed()
+        options = ""
+        if conn.does_esmtp and conn.has_extn("size"):
+            options = f" size={size}"
+        conn.putcmd("mail", f"FROM:{_quoted(sender)}{options}")
+        while_mail()  # if it raises, start() drops the connection with the MAIL reply unread
+        code, resp = conn.getreply()
+        if code != 250:
+            _abandon(conn, code)
+            raise smtplib.SMTPSenderRefused(code, resp, sender)
+        conn.putcmd("rcpt", f"TO:{_quoted(recipient)}")
+        code, resp = conn.getreply()
+        if code != 250 and code != 251:
+            # With a single recipient sendmail() gives up on any refusal of it.
+            _abandon(conn, code)
+            raise smtplib.SMTPRecipientsRefused({recipient: (code, resp)})
+        conn.putcmd("data")
+        code, resp = conn.getreply()
+        if code != 354:
+            raise smtplib.SMTPDataError(code, resp)
+
+    def _failure(self, exc: OSError | smtplib.SMTPException, recipient: str) -> SendError:
+        """Sort a failure into temporary or permanent, and leave the connection usable or closed."""
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
+            code, detail = exc.recipients.get(recipient, (550, b"refused"))
+            self._reset()
+            return classify(code, _text(detail))
+        if isinstance(exc, smtplib.SMTPServerDisconnected):
+            self.close()
+            return ConnectionProblem(None, f"server closed the connection: {exc}")
+        if isinstance(exc, smtplib.SMTPResponseException):
+            self._reset()
+            if exc.smtp_code == 421:
+                self.close()
+                return ConnectionProblem(exc.smtp_code, _text(exc.smtp_error))
+            return classify(exc.smtp_code, _text(exc.smtp_error))
+        if isinstance(exc, OSError):
+            self.close()
+            return ConnectionProblem(None, str(exc))
+        raise exc
+
+    def _reset(self) -> None:
+        try:
+            if self._conn is not None:
+                self._conn.rset()
+        except (OSError, smtplib.SMTPException):
+            self.close()
+
+    def _drop(self) -> None:
+        """Close without QUIT: the connection is in a state nobody can read back."""
+        self._awaiting = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        self._awaiting = None
+        if self._conn is not None:
+            try:
+                self._conn.quit()
+            except (OSError, smtplib.SMTPException):
+                self._conn.close()
+            self._conn = None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

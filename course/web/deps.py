@@ -1,0 +1,140 @@
+"""Typed dependencies for the routes: the settings, the clock, a database session, the queue,
+the fields of a form or JSON body, and the reader a link leads to.
+
+The app's state holds what `create_app` was given (tests pass their own clock and queue), so a
+route asks for what it needs instead of reaching into globals.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from course.clock import Clock
+from course.db import session_scope
+from course.errors import InvalidInput
+from course.models import SequenceVersion, row_id
+from course.readers.links import linked_enrollment
+from course.readers.personal_data import DATA_LINK_TTL
+from course.settings import Settings
+from course.tokens import Purpose, read_token
+from course.web.errors import Unsupported, too_large
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
+    return clock
+
+
+def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def _session(engine: Annotated[Engine, Depends(_engine)]) -> Iterator[Session]:
+    # A route that enqueues work commits first (enqueue after commit): this commit is then a
+    # no-op, and an error anywhere rolls back.
+    with session_scope(engine) as session:
+        yield session
+
+
+def _enqueue(request: Request) -> Callable[[list[list[int]]], None]:
+    enqueue: Callable[[list[list[int]]], None] = request.app.state.enqueue
+    return enqueue
+
+
+def _kick(request: Request) -> Callable[[], None]:
+    kick: Callable[[], None] = request.app.state.kick
+    return kick
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+ClockDep = Annotated[Clock, Depends(_clock)]
+EngineDep = Annotated[Engine, Depends(_engine)]
+SessionDep = Annotated[Session, Depends(_session)]
+EnqueueDep = Annotated[Callable[[list[list[int]]], None], Depends(_enqueue)]
+KickDep = Annotated[Callable[[], None], Depends(_kick)]
+
+
+async def _fields(request: Request, settings: SettingsDep) -> dict[str, Any]:
+    """Form or JSON fields, refusing bodies over the limit before reading them whole. Read here,
+    on the event loop, so the route itself can be a plain function that runs on a thread."""
+    limit = settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_large()
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large()
+    content_type = request.headers.get("content-type", "")
+    if "application/json" in content_type:
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            raise InvalidInput("The request body is not valid JSON.") from None
+        if not isinstance(data, dict):
+            raise InvalidInput('Send a JSON object with at least an "email" field.')
+        nested = sorted(k for k, v in data.items() if isinstance(v, dict | list))
+        if nested:
+            raise InvalidInput(
+                f'Each field takes a single value, not a list or an object: "{nested[0]}".',
+                "not_understood",
+            )
+        return data
+    if "application/x-www-form-urlencoded" in content_type or not content_type:
+        return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    raise Unsupported("Send the form, or JSON with Content-Type: application/json.")
+
+
+FieldsDep = Annotated[dict[str, Any], Depends(_fields)]
+
+
+@dataclass(frozen=True)
+class Reader:
+    """The enrollment a reader's link leads to, and the language of its course."""
+
+    id: int
+    key: str
+    locale: str | None
+
+
+def LinkToken(purpose: Purpose) -> Any:  # noqa: N802  (reads as a type in route signatures)
+    """The dependency for a route whose path carries a `{token}` of `purpose`: the reader it
+    names, or TokenInvalid / TokenExpired / LinkEnded (a link whose reader is gone)."""
+
+    def reader(token: str, *, settings: SettingsDep, clock: ClockDep, engine: EngineDep) -> Reader:
+        max_age = {
+            Purpose.CONFIRM: settings.confirm_ttl_days * 86400,
+            Purpose.DATA: int(DATA_LINK_TTL.total_seconds()),
+        }.get(purpose)
+        link = read_token(settings.secret_key, purpose, token, max_age_seconds=max_age, clock=clock)
+        with session_scope(engine) as session:
+            enrollment = linked_enrollment(session, link)
+            version = session.get(SequenceVersion, enrollment.version_id)
+            return Reader(
+                id=row_id(enrollment),
+                key=enrollment.link_key,
+                locale=version.locale if version else None,
+            )
+
+    return Depends(reader)
+
+
+ConfirmLink = Annotated[Reader, LinkToken(Purpose.CONFIRM)]
+UnsubscribeLink = Annotated[Reader, LinkToken(Purpose.UNSUBSCRIBE)]
+DataLink = Annotated[Reader, LinkToken(Purpose.DATA)]
+StageLink = Annotated[Reader, LinkToken(Purpose.STAGE)]

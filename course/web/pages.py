@@ -1,0 +1,72 @@
+"""Rendering pages: the templates, the language a page is shown in, and errors in the reader's
+own words."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
+
+from course.errors import CourseError
+from course.render import link_phones
+from course.settings import Settings
+from course.web import i18n
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+# `{% filter phones %}` around a page's own words makes every phone number tap-to-call.
+TEMPLATES.env.filters["phones"] = lambda html: Markup(link_phones(str(html)))
+
+
+def wants_json(request: Request) -> bool:
+    content_type = request.headers.get("content-type", "")
+    accept = request.headers.get("accept", "")
+    return "application/json" in content_type or (
+        "application/json" in accept and "text/html" not in accept
+    )
+
+
+def page_locale(request: Request, course_locale: str | None = None) -> str:
+    return i18n.pick(
+        request.query_params.get("lang"), course_locale, request.headers.get("accept-language")
+    )
+
+
+def page(
+    request: Request,
+    name: str,
+    status: int = 200,
+    *,
+    locale: str | None = None,
+    **context: Any,
+) -> HTMLResponse:
+    """Render a page in the reader's language (`locale` is their course's, when known)."""
+    settings: Settings = request.app.state.settings
+    lang = page_locale(request, locale)
+    other = "es" if lang == "en" else "en"
+    return TEMPLATES.TemplateResponse(
+        request,
+        name,
+        {
+            "dev": settings.dev,
+            "lang": lang,
+            "t": i18n.translator(lang),
+            # After a POST, the same address would answer a GET differently (or not at all, as
+            # /enroll), so the switch leads to the sign-up page instead.
+            "switch_url": f"{request.url.path if request.method == 'GET' else '/'}?lang={other}",
+            **context,
+        },
+        status_code=status,
+    )
+
+
+def say(request: Request, exc: CourseError, locale: str | None = None) -> str:
+    """The error in the page's language; English keeps the detailed original."""
+    lang = page_locale(request, locale)
+    key = f"errors.{exc.code}"
+    if lang == i18n.DEFAULT or key not in i18n.catalog(lang):
+        return exc.message
+    return i18n.catalog(lang)[key]

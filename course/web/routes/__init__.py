@@ -1,0 +1,1 @@
+"""One module per resource the web app serves."""

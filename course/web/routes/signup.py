@@ -1,0 +1,127 @@
+"""The sign-up page and `POST /enroll`: the same answer whether the address is new, pending or
+already enrolled, so nobody can learn who is on the list."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from course.catalog import latest_version, offered
+from course.db import session_scope
+from course.errors import InvalidInput, UnknownSequence
+from course.models import SequenceVersion
+from course.readers.signup import EnrollRequest, enroll
+from course.settings import Settings
+from course.web import i18n
+from course.web.deps import ClockDep, EngineDep, EnqueueDep, FieldsDep, SettingsDep
+from course.web.errors import not_open, status_of
+from course.web.pages import page, page_locale, say, wants_json
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+ENROLL_MESSAGE = i18n.catalog("en")["check_email.message"]
+Offered = dict[str, tuple[SequenceVersion, int]]
+
+
+def open_courses(engine: Engine, settings: Settings) -> Offered:
+    """The courses the page offers, or none when the database cannot say (not migrated, say)."""
+    try:
+        with session_scope(engine) as session:
+            return offered(session, settings.sequences, settings.default_sequence)
+    except SQLAlchemyError:
+        # The reader gets "come back later"; the operator gets the cause here and on /health.
+        log.exception("the published courses cannot be read")
+        return {}
+
+
+def signup_page(
+    request: Request,
+    courses: Offered,
+    status: int = 200,
+    *,
+    error: str | None = None,
+    values: dict[str, Any] | None = None,
+    error_field: str = "",
+) -> HTMLResponse:
+    settings: Settings = request.app.state.settings
+    values = values or {}
+    # The form says which language it was shown in, so an error comes back in the same one.
+    lang = page_locale(request, str(values.get("lang") or "") or None)
+    picked = str(values.get("sequence") or "")
+    course = next((c for c in courses.values() if c[0].slug == picked), None)
+    course = course or courses.get(lang) or courses.get(i18n.DEFAULT)
+    return page(
+        request,
+        "signup.html",
+        status,
+        locale=lang,
+        error=error,
+        error_field=error_field,
+        about=settings.about,
+        values=values,
+        courses=[(locale, v.slug) for locale, (v, _) in sorted(courses.items())],
+        course=course[0] if course else None,
+        lesson_count=course[1] if course else 0,
+    )
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request, settings: SettingsDep, engine: EngineDep) -> HTMLResponse:
+    courses = open_courses(engine, settings)
+    if not courses:
+        raise not_open()
+    return signup_page(request, courses)
+
+
+@router.post("/enroll")
+def enroll_route(
+    request: Request,
+    *,
+    data: FieldsDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    engine: EngineDep,
+    enqueue: EnqueueDep,
+) -> Response:
+    as_json = wants_json(request)
+    if not data.get("sequence") and data.get("locale") in settings.sequences:
+        data["sequence"] = settings.sequences[str(data["locale"])]
+    try:
+        req = EnrollRequest.parse(data, settings.default_sequence)
+        with session_scope(engine) as session:
+            ids = enroll(session, settings, clock, req=req)
+            locale = latest_version(session, req.sequence).locale
+    except (UnknownSequence, SQLAlchemyError):
+        if not open_courses(engine, settings):  # nothing published yet, or no schema
+            raise not_open() from None
+        raise
+    except InvalidInput as exc:
+        if as_json:
+            raise
+        lang = page_locale(request, str(data.get("lang") or "") or None)
+        return signup_page(
+            request,
+            open_courses(engine, settings),
+            status_of(exc),
+            error=say(request, exc, lang),
+            values=data,
+            error_field=exc.field,
+        )
+    enqueue([ids])  # after commit: the worker must find the row
+    if as_json:
+        return JSONResponse({"status": "ok", "message": ENROLL_MESSAGE}, status_code=202)
+    # The reader just filled in the form in its language; keep to it even if they chose
+    # lessons in the other one.
+    form_lang = str(data.get("lang") or "")
+    return page(
+        request,
+        "check_email.html",
+        200,
+        locale=form_lang if form_lang in i18n.LOCALES else locale,
+    )

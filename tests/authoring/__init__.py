@@ -1,0 +1,1 @@
+"""Tests of course.authoring (see the package of the same name)."""

@@ -1,0 +1,1 @@
+"""Tests of course.cli (see the package of the same name)."""

@@ -1,0 +1,1 @@
+"""Tests of the core modules: clock, schedule, tokens, render, message, errors, settings."""

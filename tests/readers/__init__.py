@@ -1,0 +1,1 @@
+"""Tests of course.readers (see the package of the same name)."""

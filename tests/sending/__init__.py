@@ -1,0 +1,1 @@
+"""Tests of course.sending (see the package of the same name)."""

@@ -1,0 +1,1 @@
+"""Tests of course.web (see the package of the same name)."""

@@ -1,0 +1,1 @@
+"""Tests of the Celery worker and beat processes (worker/)."""

@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 
 from course.errors import UnknownSequence
 from course.models import Lesson, SequenceVersion, row_id
+from course.plan import Step
 
 # Which published version a reader's row points at. The content hash and publication time are
 # part of the key because a database recreated or restored under running workers can hand out
@@ -84,36 +85,37 @@ def forget() -> None:
 
 @dataclass
 class LessonPlan:
-    """The shape of the sequence versions in a batch: each lesson's delay, where aftercare
-    starts, and which lessons a reader who has switched to aftercare still gets."""
+    """The shape of the sequence versions in a batch, for planning: each version's lessons as
+    course.plan steps, and where aftercare starts."""
 
-    delays: dict[tuple[int, int], int]
+    steps: dict[int, tuple[Step, ...]]  # version id -> its lessons, in position order
     aftercare: dict[int, list[int]]  # version id -> positions of its aftercare lessons
-    # version id -> positions sent after the switch to aftercare: aftercare and never-skip.
-    after_switch: dict[int, list[int]]
 
     @classmethod
     def of(cls, versions: Iterable[Published]) -> LessonPlan:
-        delays: dict[tuple[int, int], int] = {}
+        steps: dict[int, tuple[Step, ...]] = {}
         aftercare: dict[int, list[int]] = {}
-        after_switch: dict[int, list[int]] = {}
         for entry in versions:
-            for position, lesson in entry.lessons.items():
-                delays[(lesson.version_id, position)] = lesson.delay_days
-                if lesson.module == "aftercare":
-                    aftercare.setdefault(lesson.version_id, []).append(position)
-                if lesson.module == "aftercare" or lesson.never_skip:
-                    after_switch.setdefault(lesson.version_id, []).append(position)
-        return cls(delays=delays, aftercare=aftercare, after_switch=after_switch)
+            version_id = row_id(entry.version)
+            steps[version_id] = tuple(step_of(lesson) for lesson in entry.lessons.values())
+            aftercare[version_id] = [
+                p for p, lesson in entry.lessons.items() if lesson.module == "aftercare"
+            ]
+        return cls(steps=steps, aftercare=aftercare)
 
     def aftercare_after(self, version_id: int, position: int) -> int | None:
         """The first aftercare lesson after `position`, if there is one."""
         return next((p for p in self.aftercare.get(version_id, ()) if p > position), None)
 
-    def next_if_switched(self, version_id: int, position: int) -> int | None:
-        """The lesson after `position` for a reader who has switched to aftercare: the next
-        aftercare lesson, or a never-skip lesson (overdose, safety) they have not had yet."""
-        return next((p for p in self.after_switch.get(version_id, ()) if p > position), None)
+
+def step_of(lesson: Lesson) -> Step:
+    return Step(
+        position=lesson.position,
+        delay_days=lesson.delay_days,
+        module=lesson.module,
+        never_skip=lesson.never_skip,
+        anchor=lesson.anchor,
+    )
 
 
 def newest_version(session: Session, slug: str) -> SequenceVersion | None:

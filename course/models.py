@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sqlalchemy import JSON, Boolean, Column, DateTime, Index, UniqueConstraint, false
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    UniqueConstraint,
+    false,
+)
 from sqlmodel import Field, SQLModel
 
 # SQLite hands a deleted row's id to the next row unless the table says AUTOINCREMENT; a link or
@@ -38,6 +49,14 @@ def _ts(nullable: bool = True, index: bool = False) -> Any:
     )
 
 
+def _flag() -> Any:
+    return Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
+
+
+# A pause "until I come back": far enough that the tick never finds the lesson due.
+PAUSED_UNTIL_RESUMED = datetime(9999, 1, 1, tzinfo=UTC)
+
+
 class EnrollmentStatus(StrEnum):
     PENDING = "pending"  # waiting for the double opt-in
     ACTIVE = "active"
@@ -50,6 +69,7 @@ class DeliveryKind(StrEnum):
     CONFIRM = "confirm"
     LESSON = "lesson"
     DATA = "data"  # a link to the reader's own data, sent when they ask for it
+    PAUSED = "paused"  # the one email that confirms a pause, with a link to resume
 
 
 class DeliveryStatus(StrEnum):
@@ -73,6 +93,12 @@ class Subscriber(SQLModel, table=True):
     created_at: datetime = _ts(nullable=False)
     suppressed_at: datetime | None = _ts()
     suppressed_reason: str | None = Field(default=None, max_length=500)
+    # Neutral sender name and subjects, no preheader: others see this person's inbox.
+    discreet: bool = _flag()
+    # Temporary refusals reported by the provider; past a limit the address is suppressed.
+    soft_bounces: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default="0")
+    )
 
 
 class SequenceVersion(SQLModel, table=True):
@@ -107,6 +133,9 @@ class Lesson(SQLModel, table=True):
     )
     # The heading inside the email; empty means the subject. It may say more than the subject.
     heading: str = Field(default="", max_length=120)
+    # How a date the reader sets moves this lesson (course.plan): "", "before:conversation" (it
+    # prepares for the conversation), "after:conversation" (a check-in the day after).
+    anchor: str = Field(default="", max_length=32)
     body: str
     sources: list[dict[str, str]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False)
@@ -139,6 +168,22 @@ class Enrollment(SQLModel, table=True):
     # Set by the reader's "my loved one has started treatment" link: from then on only the
     # aftercare module is sent.
     started_treatment_at: datetime | None = _ts()
+    # The reader's own timing (course.plan): a pace in days, a pause, dates that matter.
+    pace_days: int | None = None
+    paused_until: datetime | None = _ts()
+    conversation_on: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    treatment_on: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    # The order of the lessons has changed for this reader (a conversation date): planning
+    # then reads which lessons went out instead of counting up to the last one.
+    reordered: bool = _flag()
+    # A preference changed while a lesson was in flight: once it is sent, the next tick plans
+    # the next lesson afresh (the worker's plan was made before the change).
+    replan: bool = _flag()
+    # Consent: when and where the reader agreed, to which wording (confirmed_at: when they
+    # confirmed it).
+    consent_at: datetime | None = _ts()
+    consent_source: str = Field(default="", max_length=16)
+    consent_wording: str = Field(default="", max_length=32)
 
 
 class Delivery(SQLModel, table=True):
@@ -165,3 +210,31 @@ class Delivery(SQLModel, table=True):
     created_at: datetime = _ts(nullable=False)
     sent_at: datetime | None = _ts()
     last_error: str | None = Field(default=None, max_length=500)
+
+
+class SignupRequest(SQLModel, table=True):
+    """A sign-up as the form or API sent it, waiting to be taken in (course.readers.intake).
+
+    Writing this row is all a request does, whatever the address: the answer then takes the
+    same time for a new, a pending and an enrolled address. It is deleted once taken in.
+    """
+
+    __tablename__ = "signup_request"
+    __table_args__ = (NO_REUSE,)
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = _ts(nullable=False)
+    email: str = Field(max_length=254, index=True)  # found and removed by an erase, too
+    fields: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class LessonFeedback(SQLModel, table=True):
+    """ "Was this helpful?" answers, counted per lesson: nothing ties them to a reader."""
+
+    __tablename__ = "lesson_feedback"
+    __table_args__ = (PrimaryKeyConstraint("version_id", "position"),)
+
+    version_id: int = Field(foreign_key="sequence_version.id")
+    position: int
+    helpful: int = 0
+    not_helpful: int = 0

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 SEND_TASK = "homeward.send"
 TICK_TASK = "homeward.tick"
+PURGE_TASK = "homeward.purge"
 
 app = Celery("homeward")
 app.conf.update(

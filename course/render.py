@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,9 @@ class Links:
     postal_address: str
     base_url: str
     stage_url: str | None = None
+    preferences_url: str | None = None
+    # "Was this helpful?" (lessons only): one link each for yes and no.
+    helpful_urls: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -245,6 +249,9 @@ def render_email(
         "postal_address": links.postal_address,
         "base_url": links.base_url.rstrip("/"),
         "stage_url": links.stage_url,
+        "preferences_url": links.preferences_url,
+        "helpful_yes_url": links.helpful_urls[0] if links.helpful_urls else None,
+        "helpful_no_url": links.helpful_urls[1] if links.helpful_urls else None,
     }
     html = _compile_layout(layout.html, True).render(body=Markup(body_html), **frame)
     text = _compile_layout(layout.text, False).render(body=body_text, **frame)
@@ -254,6 +261,20 @@ def render_email(
         html=_inliner.inline(html),
         text=_tidy_text(text),
     )
+
+
+_MONTHS = {
+    "en": "January February March April May June July August September October November December",
+    "es": "enero febrero marzo abril mayo junio julio agosto septiembre octubre noviembre diciembre",
+}
+
+
+def long_date(day: date, locale: str) -> str:
+    """A date as a reader says it: "March 9, 2026", "9 de marzo de 2026"."""
+    month = _MONTHS.get(locale, _MONTHS["en"]).split()[day.month - 1]
+    if locale == "es":
+        return f"{day.day} de {month} de {day.year}"
+    return f"{month} {day.day}, {day.year}"
 
 
 def one_line(value: str) -> str:

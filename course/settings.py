@@ -51,6 +51,24 @@ class Settings(BaseSettings):
     confirm_ttl_days: int = 7
     max_body_bytes: int = 16_384
 
+    # Abuse and clean lists.
+    # Per client address (limits' notation, ";" between rules): sign-ups, and data-link requests
+    # (those also per reader).
+    signup_rate: str = "20/minute;200/day"
+    # Per email address, from any client: sign-ups (and so confirmation resends) for one address.
+    signup_address_rate: str = "5/hour;10/day"
+    data_link_rate: str = "5/hour;20/day"
+    # Confirmation emails to one address a day, whoever asks: the form cannot flood an inbox.
+    confirmations_per_day: int = 3
+    # Unconfirmed sign-ups are purged after this many days.
+    unconfirmed_days: int = 7
+    # Soft bounces a provider reports before the address is suppressed.
+    soft_bounce_limit: int = 5
+
+    # Provider webhooks (bounces, complaints): each is off until its key is set.
+    mailgun_signing_key: str = ""
+    sendgrid_public_key: str = ""
+
     @property
     def message_domain(self) -> str:
         return urlsplit(self.base_url).hostname or "homeward.localhost"

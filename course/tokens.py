@@ -22,6 +22,8 @@ class Purpose(StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     STAGE = "stage"
     DATA = "data"  # a reader's own data: short-lived, sent only on request to their address
+    PREFERENCES = "preferences"  # pause, pace, time, language, discretion, dates
+    HELPFUL = "helpful"  # "was this helpful?": names a lesson, never a reader
 
 
 def _serializer(secret_key: str, purpose: Purpose, clock: Clock) -> URLSafeTimedSerializer:

@@ -150,6 +150,17 @@ def smtp() -> Iterator[SmtpSink]:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_rate_limits(redis_url: str) -> None:
+    """Each test starts with no requests counted against the rate limits (course.ratelimit)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter("LIMITS*"))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture(autouse=True)
 def _empty_catalog() -> None:
     """Each test reads its sequence versions afresh: none depends on what an earlier one read."""
     from course import catalog
@@ -214,6 +225,18 @@ def bilingual(settings, clock, family_guides, queued):
 def queued() -> list[list[int]]:
     """Batches the web app handed to the queue; `deliver` sends them as a worker would."""
     return []
+
+
+@pytest.fixture
+def intake(settings: Settings, clock: ManualClock, queued: list[list[int]]):
+    """Take in the sign-ups the web app queued, as the next tick would, handing their
+    confirmation emails to the queue (without sending them yet)."""
+    from course.readers.intake import take_in
+
+    def run() -> None:
+        queued.append(take_in(engine_for(settings.database_url), settings, clock, limit=1000))
+
+    return run
 
 
 @pytest.fixture

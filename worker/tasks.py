@@ -9,7 +9,8 @@ from celery.signals import worker_process_init, worker_process_shutdown
 
 from course.clock import SystemClock
 from course.db import engine_for
-from course.queue import SEND_TASK, TICK_TASK, enqueue_sends
+from course.queue import PURGE_TASK, SEND_TASK, TICK_TASK, enqueue_sends
+from course.readers.personal_data import purge_unconfirmed
 from course.sending import Composer, Mailer, SmtpTarget, send_batch
 from course.sending import tick as dispatch_tick
 from course.settings import get_settings
@@ -62,3 +63,10 @@ def send(ids: list[int]) -> int:
         composer=_composer(),
     )
     return len(result.sent)
+
+
+@app.task(name=PURGE_TASK)
+def purge() -> int:
+    settings = get_settings()
+    engine = engine_for(settings.database_url)
+    return purge_unconfirmed(engine, SystemClock(), days=settings.unconfirmed_days)

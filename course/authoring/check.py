@@ -49,6 +49,11 @@ SAMPLE_LINKS = Links(
     postal_address="Homeward, 1 Sample Street, Springfield",
     base_url="https://example.org",
     stage_url="https://example.org/stage/sample",
+    preferences_url="https://example.org/preferences/sample",
+    helpful_urls=(
+        "https://example.org/helpful/sample/yes",
+        "https://example.org/helpful/sample/no",
+    ),
 )
 
 
@@ -210,6 +215,7 @@ _HREF = re.compile(r'href="([^"]*)"')
 _SCHEMES_OK = ("https://", "mailto:", "tel:", "sms:")
 # What every email must show, whatever a layout edit does: the crisis footer and a way out.
 REQUIRED = {
+    SAMPLE_LINKS.preferences_url or "": "the link to pause or change the emails",
     "911": "the crisis footer (911)",
     "988": "the crisis footer (988 Suicide & Crisis Lifeline)",
     "1-800-662-4357": "the crisis footer (SAMHSA National Helpline)",

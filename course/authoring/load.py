@@ -19,6 +19,7 @@ from jinja2 import TemplateSyntaxError, meta, nodes
 from course.authoring import readability
 from course.errors import LessonInvalid
 from course.front_matter import field_line, split_front_matter
+from course.plan import AFTER_CONVERSATION, ANCHORS, BEFORE_CONVERSATION
 from course.render import LESSON_NAMES, Content, lesson_environment
 from course.settings import PROJECT_ROOT
 
@@ -41,6 +42,7 @@ FRONT_MATTER_FIELDS = {
     "delay_days",
     "module",
     "never_skip",
+    "anchor",
     "sources",
 }
 
@@ -59,6 +61,8 @@ class LessonSpec:
     sources: list[dict[str, str]] = field(default_factory=list)
     # Sent to everyone, whatever the reader switches to later (overdose, safety).
     never_skip: bool = False
+    # How a date the reader sets moves this lesson: see course.plan.
+    anchor: str = ""
     # The heading inside the email, which may say more than the subject; empty: the subject.
     heading: str = ""
 
@@ -140,6 +144,13 @@ def load_lesson(path: Path, position: int, key_from_name: str) -> LessonSpec:
     if not isinstance(never_skip, bool):
         problems.append(f"{where('never_skip')}: never_skip must be true or false")
         never_skip = False
+    anchor = data.get("anchor", "")
+    if anchor not in ANCHORS:
+        problems.append(
+            f"{where('anchor')}: anchor must be {BEFORE_CONVERSATION} (the lesson prepares for a "
+            f"conversation the reader plans) or {AFTER_CONVERSATION} (a check-in the day after)"
+        )
+        anchor = ""
     preheader = data.get("preheader")
     if not isinstance(preheader, str) or not preheader.strip():
         problems.append(
@@ -171,6 +182,7 @@ def load_lesson(path: Path, position: int, key_from_name: str) -> LessonSpec:
         body_line=body_line,
         sources=sources,
         never_skip=never_skip,
+        anchor=anchor,
         heading=heading.strip(),
     )
 
@@ -300,6 +312,7 @@ def load_sequence(path: Path) -> SequenceSpec:
         seen_keys[lesson.key] = file
         lessons.append(lesson)
     problems.extend(_aftercare_last(lessons))
+    problems.extend(_one_check_in(lessons))
     if problems:
         raise LessonInvalid(problems)
     digest = hashlib.sha256()
@@ -334,6 +347,24 @@ def _aftercare_last(lessons: list[LessonSpec]) -> list[str]:
         for lesson in lessons[lessons.index(first) :]
         if lesson.module != "aftercare"
     ]
+
+
+def _one_check_in(lessons: list[LessonSpec]) -> list[str]:
+    """A check-in goes to readers who set a conversation date, the day after it: one at most,
+    and not one everyone gets."""
+    check_ins = [lesson for lesson in lessons if lesson.anchor == AFTER_CONVERSATION]
+    problems = [
+        f"{lesson.path}:1: a second check-in after the conversation (the first is "
+        f"{check_ins[0].path.name}); keep one"
+        for lesson in check_ins[1:]
+    ]
+    problems += [
+        f"{lesson.path}:1: a check-in goes only to readers who set a date; it cannot also be "
+        "never_skip"
+        for lesson in check_ins
+        if lesson.never_skip
+    ]
+    return problems
 
 
 def _number(value: Any) -> bool:

@@ -40,6 +40,7 @@ def publish(session: Session, sequence: SequenceSpec, clock: Clock) -> tuple[Seq
             delay_days=lesson.delay_days,
             module=lesson.module,
             never_skip=lesson.never_skip,
+            anchor=lesson.anchor,
             heading=lesson.heading,
             body=lesson.body,
             sources=lesson.sources,

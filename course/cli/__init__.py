@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from course.cli import lessons, operations, readers, serve
+from course.cli import bounces, lessons, operations, readers, serve
 from course.errors import ConfigurationError, CourseError
 from course.settings import Settings, get_settings
 
@@ -67,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deliveries.add_argument("action", choices=["failed", "retry"])
     deliveries.set_defaults(func=operations.cmd_deliveries)
+
+    bounces_group = sub.add_parser("bounces", help="bounces and complaints in a bounce mailbox")
+    bounces_read = bounces_group.add_subparsers(dest="action", required=True).add_parser(
+        "read", help="take in every new message of a Maildir and mark it read"
+    )
+    bounces_read.add_argument("--maildir", required=True, metavar="PATH")
+    bounces_read.add_argument("--quiet", action="store_true", help="no progress bar")
+    bounces_read.set_defaults(func=bounces.cmd_bounces)
 
     subscriber = sub.add_parser("subscriber", help="a person's data: export or erase")
     subscriber.add_argument("action", choices=["export", "erase"])

@@ -8,6 +8,10 @@ Create Date: ${create_date}
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+
+# A batch_alter_table on subscriber, enrollment, delivery or signup_request must pass
+# table_kwargs={"sqlite_autoincrement": True}: SQLite rebuilds the table, and AUTOINCREMENT is
+# not reflected (tests/data/test_database.py checks every table keeps it).
 import sqlmodel
 from alembic import op
 ${imports if imports else ""}

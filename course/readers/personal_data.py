@@ -4,14 +4,21 @@ everything stored, and erasing it all."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete
+from sqlalchemy import CursorResult, Engine, delete
 from sqlmodel import Session, col, select
 
 from course.clock import Clock, as_utc
 from course.errors import LinkEnded
-from course.models import Delivery, DeliveryKind, Enrollment, Subscriber
+from course.models import (
+    Delivery,
+    DeliveryKind,
+    Enrollment,
+    EnrollmentStatus,
+    SignupRequest,
+    Subscriber,
+)
 from course.readers.service_mail import throttled_delivery
 from course.settings import Settings
 
@@ -70,8 +77,11 @@ def export(session: Session, email: str) -> dict[str, Any] | None:
         "send_hour": subscriber.send_hour,
         "relationship": subscriber.relationship,
         "substance": subscriber.substance,
+        "discreet_emails": subscriber.discreet,
         "signed_up_at": iso(subscriber.created_at),
         "suppressed_at": iso(subscriber.suppressed_at),
+        "suppressed_because": subscriber.suppressed_reason,
+        "soft_bounces": subscriber.soft_bounces,
         "enrollments": [
             {
                 "course": e.sequence_slug,
@@ -79,6 +89,16 @@ def export(session: Session, email: str) -> dict[str, Any] | None:
                 "confirmed_at": iso(e.confirmed_at),
                 "next_lesson": e.next_position,
                 "told_us_treatment_started_at": iso(e.started_treatment_at),
+                "consent": {
+                    "given_at": iso(e.consent_at),
+                    "from": e.consent_source,
+                    "wording": e.consent_wording,
+                    "confirmed_at": iso(e.confirmed_at),
+                },
+                "a_lesson_every_days": e.pace_days,
+                "paused_until": iso(e.paused_until),
+                "conversation_on": e.conversation_on.isoformat() if e.conversation_on else None,
+                "treatment_starts_on": e.treatment_on.isoformat() if e.treatment_on else None,
                 "emails": [
                     {
                         "kind": d.kind,
@@ -97,13 +117,46 @@ def export(session: Session, email: str) -> dict[str, Any] | None:
 
 def erase(session: Session, email: str) -> bool:
     """Delete the person and everything about them. Returns whether anything was there."""
+    waiting = session.execute(
+        delete(SignupRequest).where(col(SignupRequest.email) == email.lower())
+    )
     subscriber = session.exec(
         select(Subscriber).where(col(Subscriber.email) == email.lower())
     ).first()
     if subscriber is None:
-        return False
+        return bool(cast(CursorResult[tuple[()]], waiting).rowcount)
     ids = select(col(Enrollment.id)).where(col(Enrollment.subscriber_id) == subscriber.id)
     session.execute(delete(Delivery).where(col(Delivery.enrollment_id).in_(ids)))
     session.execute(delete(Enrollment).where(col(Enrollment.subscriber_id) == subscriber.id))
     session.delete(subscriber)
     return True
+
+
+def forget_enrollment(session: Session, enrollment_id: int) -> None:
+    """Delete one enrollment and its emails (an ended round nobody needs any more)."""
+    session.execute(delete(Delivery).where(col(Delivery.enrollment_id) == enrollment_id))
+    session.execute(delete(Enrollment).where(col(Enrollment.id) == enrollment_id))
+
+
+def purge_unconfirmed(engine: Engine, clock: Clock, *, days: int) -> int:
+    """Delete sign-ups nobody confirmed within `days` days, and the people left with no course
+    (a suppressed address stays: it must stay suppressed). Returns how many sign-ups went."""
+    cutoff = clock.now() - timedelta(days=days)
+    stale = select(col(Enrollment.id)).where(
+        col(Enrollment.status) == EnrollmentStatus.PENDING, col(Enrollment.created_at) < cutoff
+    )
+    with engine.begin() as conn:
+        conn.execute(delete(Delivery).where(col(Delivery.enrollment_id).in_(stale)))
+        gone = cast(
+            CursorResult[tuple[()]],
+            conn.execute(delete(Enrollment).where(col(Enrollment.id).in_(stale))),
+        )
+        with_a_course = select(col(Enrollment.subscriber_id))
+        conn.execute(
+            delete(Subscriber).where(
+                col(Subscriber.id).not_in(with_a_course),
+                col(Subscriber.suppressed_at).is_(None),
+                col(Subscriber.created_at) < cutoff,
+            )
+        )
+        return gone.rowcount or 0

@@ -6,10 +6,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import delete
+from sqlalchemy import delete, func
 from sqlmodel import Session, col, select
 
 from course.catalog import latest_version
@@ -31,7 +32,7 @@ from course.settings import Settings
 # Letters, then letters, spaces, dots, dashes and apostrophes: straight, or the curly one a
 # phone's keyboard types (O’Brien).
 NAME_RE = re.compile(r"^[^\W\d_](?:[^\W\d_]|[ .'\u2019\-])*$")
-PROFILE = ("first_name", "time_zone", "send_hour", "relationship", "substance")
+PROFILE = ("first_name", "time_zone", "send_hour", "relationship", "substance", "discreet")
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,24 @@ class EnrollRequest:
     sequence: str = ""
     relationship: str = "other"
     substance: str = "unsure"  # who skips the question gets the wording for "not sure"
+    discreet: bool = False
     # The profile fields this sign-up sent: one that leaves a field out (an API call with the
     # address only, say) must not blank what an earlier one gave.
     given: frozenset[str] = frozenset(PROFILE)
+    # Where the reader agreed, and to which wording (course.web: the sign-up form's consent
+    # text, by a short hash of it; "api" for an API client, "staff:..." for a staff member).
+    consent_source: str = "api"
+    consent_wording: str = ""
+
+    def to_fields(self) -> dict[str, Any]:
+        """As JSON, for the intake queue (course.readers.intake)."""
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        fields["given"] = sorted(self.given)
+        return fields
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> EnrollRequest:
+        return cls(**{**fields, "given": frozenset(fields.get("given", PROFILE))})
 
     @classmethod
     def parse(cls, data: dict[str, Any], default_sequence: str) -> EnrollRequest:
@@ -82,9 +98,11 @@ class EnrollRequest:
         relationship = _choice(data.get("relationship"), "relationship", "other")
         substance = _choice(data.get("substance"), "substance", "unsure")
         sequence = str(data.get("sequence") or default_sequence).strip()
-        # The form always sends every field (empty for "prefer not to say"); an API call may
-        # leave some out.
-        given = frozenset(f for f in PROFILE if f in data)
+        # The form always sends every field (empty for "prefer not to say"; the discretion box,
+        # unticked, is marked by discreet_shown); an API call may leave some out.
+        given = frozenset(
+            f for f in PROFILE if f in data or (f == "discreet" and "discreet_shown" in data)
+        )
         return cls(
             email=email,
             first_name=first_name,
@@ -93,6 +111,7 @@ class EnrollRequest:
             sequence=sequence,
             relationship=relationship,
             substance=substance,
+            discreet=str(data.get("discreet") or "").lower() in ("1", "true", "on", "yes"),
             given=given,
         )
 
@@ -174,9 +193,32 @@ def enroll(session: Session, settings: Settings, clock: Clock, *, req: EnrollReq
         enrollment.next_due_at = None
         enrollment.confirmed_at = None
         enrollment.ended_at = None
+        # A new round starts from the course as it is, with none of the last round's choices.
+        enrollment.started_treatment_at = None
+        enrollment.pace_days = enrollment.paused_until = None
+        enrollment.conversation_on = enrollment.treatment_on = None
+        enrollment.reordered = enrollment.replan = False
+    enrollment.consent_at = now
+    enrollment.consent_source = req.consent_source
+    enrollment.consent_wording = req.consent_wording
+    session.add(enrollment)
+    if _confirmations_today(session, row_id(subscriber), now) >= settings.confirmations_per_day:
+        return []  # the form must not become a way to flood someone's inbox
     return throttled_delivery(
         session, settings, enrollment_id=row_id(enrollment), kind=DeliveryKind.CONFIRM, now=now
     )
+
+
+def _confirmations_today(session: Session, subscriber_id: int, now: datetime) -> int:
+    """Confirmation requests written for this person in the last day, in any course."""
+    theirs = select(col(Enrollment.id)).where(col(Enrollment.subscriber_id) == subscriber_id)
+    return session.exec(
+        select(func.count()).where(
+            col(Delivery.enrollment_id).in_(theirs),
+            col(Delivery.kind) == DeliveryKind.CONFIRM,
+            col(Delivery.created_at) > now - timedelta(days=1),
+        )
+    ).one()
 
 
 def _apply_profile(subscriber: Subscriber, req: EnrollRequest, fields: Iterable[str]) -> None:

@@ -46,6 +46,8 @@ def _sendable(job: Job) -> bool:
         return job.enrollment.status == EnrollmentStatus.PENDING
     if job.delivery.kind == DeliveryKind.DATA:
         return True  # asked for just now, whatever the course's state
+    if job.delivery.kind == DeliveryKind.PAUSED:
+        return job.enrollment.status == EnrollmentStatus.ACTIVE
     return job.enrollment.status == EnrollmentStatus.ACTIVE and job.lesson is not None
 
 

@@ -35,6 +35,8 @@ from sqlmodel import col
 from course.clock import Clock
 from course.db import is_sqlite
 from course.models import Delivery, DeliveryKind, DeliveryStatus, Enrollment, EnrollmentStatus
+from course.readers.intake import take_in
+from course.readers.preferences import replan_waiting
 from course.settings import Settings
 
 
@@ -198,6 +200,11 @@ def tick(
         out.extend(batches)
 
     commit(release_expired(engine, settings, clock, limit=settings.claim_batch * 10))
+    # Sign-ups waiting to be taken in: their confirmation emails go out in this tick.
+    commit(take_in(engine, settings, clock, limit=settings.claim_batch))
+    # Readers who changed a preference with a lesson in flight: their next lesson, planned now
+    # that it has gone, may be due in this very tick.
+    replan_waiting(engine, settings, clock, limit=settings.claim_batch)
     while time.monotonic() - started < budget_seconds:
         fresh = claim_due(engine, settings, clock, limit=settings.claim_batch)
         commit(fresh)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -62,6 +62,12 @@ class EnrollmentRow:
     status: str
     version_id: int
     started_treatment_at: datetime | None
+    confirmed_at: datetime | None
+    pace_days: int | None
+    paused_until: datetime | None
+    conversation_on: date | None
+    treatment_on: date | None
+    reordered: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +80,7 @@ class SubscriberRow:
     relationship: str
     substance: str
     suppressed_at: datetime | None
+    discreet: bool
 
 
 _JOB_COLUMNS = (
@@ -96,8 +103,9 @@ class Job:
     lesson: Lesson | None
     # First lesson of the aftercare module after this one, if the sequence has one.
     aftercare_from: int | None = None
-    # The lesson after this one if the reader has switched to aftercare (never-skip included).
-    next_if_switched: int | None = None
+    # Every lesson this reader has had, for a reader whose order changed (else None: those up
+    # to this one, which is all course.plan then needs).
+    sent: frozenset[int] | None = None
 
     @property
     def offers_stage_switch(self) -> bool:
@@ -223,6 +231,7 @@ def _jobs(session: Session, result: Iterable[Any]) -> tuple[list[Job], LessonPla
     ]
     versions = catalog.versions(session, (tuple(key) for *_, key in rows))
     plan = LessonPlan.of(versions.values())
+    sent = _sent_lessons(session, [e.id for _, e, _, _ in rows if e.reordered])
     jobs = [
         Job(
             d,
@@ -233,8 +242,24 @@ def _jobs(session: Session, result: Iterable[Any]) -> tuple[list[Job], LessonPla
             if d.kind == DeliveryKind.LESSON
             else None,
             plan.aftercare_after(e.version_id, d.position),
-            plan.next_if_switched(e.version_id, d.position),
+            sent.get(e.id) if e.reordered else None,
         )
         for d, e, s, _ in rows
     ]
     return jobs, plan
+
+
+def _sent_lessons(session: Session, enrollment_ids: list[int]) -> dict[int, frozenset[int]]:
+    """The lessons each of these enrollments has had (one query, only for reordered ones)."""
+    if not enrollment_ids:
+        return {}
+    found: dict[int, set[int]] = {e: set() for e in enrollment_ids}
+    for enrollment_id, position in session.execute(
+        select(col(Delivery.enrollment_id), col(Delivery.position)).where(
+            col(Delivery.enrollment_id).in_(enrollment_ids),
+            col(Delivery.kind) == DeliveryKind.LESSON,
+            col(Delivery.status) == DeliveryStatus.SENT,
+        )
+    ):
+        found[enrollment_id].add(position)
+    return {e: frozenset(p) for e, p in found.items()}

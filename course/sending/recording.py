@@ -21,15 +21,16 @@ from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, Integer, bindparam, case, update
+from sqlalchemy import Connection, DateTime, Engine, Integer, bindparam, case, null, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlmodel import col
 
+from course import timing
 from course.catalog import LessonPlan
 from course.db import polling_locks, raw_statement, raw_transaction
 from course.models import Delivery, DeliveryKind, DeliveryStatus, Enrollment, EnrollmentStatus
-from course.schedule import next_due
+from course.plan import next_lesson
 from course.sending.jobs import Job
 from course.settings import Settings
 
@@ -49,29 +50,33 @@ _STILL_ON_LESSON = (
     col(Enrollment.status) == EnrollmentStatus.ACTIVE,
     col(Enrollment.next_position) == bindparam("e_pos"),
 )
+# A preference changed while this lesson was in flight (Enrollment.replan): the plan made when
+# the batch was loaded is stale, so the lesson is recorded but the next one is left for the
+# tick to plan afresh (course.sending.dispatch.replan).
 _ADVANCE = (
     update(Enrollment)
     .where(*_STILL_ON_LESSON)
-    .values(next_position=bindparam("e_next"), next_due_at=bindparam("e_due"))
-)
-# The reader may say "treatment has started" while this lesson is in flight; the UPDATE reads
-# that flag itself, so a click at any moment moves the course on to aftercare (and to the
-# never-skip lessons not sent yet: catalog.LessonPlan.next_if_switched).
-_ADVANCE_OR_JUMP = (
-    update(Enrollment)
-    .where(*_STILL_ON_LESSON)
     .values(
-        next_position=case(
-            (col(Enrollment.started_treatment_at).is_not(None), bindparam("e_jump", type_=Integer)),
-            else_=bindparam("e_next", type_=Integer),
+        next_position=bindparam("e_next", type_=Integer),
+        next_due_at=case(
+            (col(Enrollment.replan), null()),
+            else_=bindparam("e_due", type_=DateTime(timezone=True)),
         ),
-        next_due_at=bindparam("e_due"),
     )
 )
 _COMPLETE = (
     update(Enrollment)
     .where(*_STILL_ON_LESSON)
-    .values(status=EnrollmentStatus.COMPLETED, ended_at=bindparam("e_now"), next_due_at=None)
+    .values(
+        status=case(
+            (col(Enrollment.replan), col(Enrollment.status)), else_=EnrollmentStatus.COMPLETED.value
+        ),
+        ended_at=case(
+            (col(Enrollment.replan), col(Enrollment.ended_at)),
+            else_=bindparam("e_now", type_=DateTime(timezone=True)),
+        ),
+        next_due_at=None,
+    )
 )
 
 
@@ -81,7 +86,7 @@ _COMPLETE = (
 # rows are locked delivery first, then enrollment, as erase() deletes them.
 _MARK_SENT_THEN = {
     id(then): _MARK_SENT.add_cte(then.returning(col(Enrollment.id)).cte("then_enrollment"))
-    for then in (_ADVANCE, _ADVANCE_OR_JUMP, _COMPLETE)
+    for then in (_ADVANCE, _COMPLETE)
 }
 
 
@@ -94,31 +99,27 @@ def sent_writes(
     plan: LessonPlan,
     one_statement: bool = False,
 ) -> list[tuple[Any, dict[str, Any]]]:
-    """The statements (built once) and values that mark the delivery sent and, for a lesson, set
-    when the next one is due. With `one_statement`, both are one statement (PostgreSQL)."""
+    """The statements (built once) and values that mark the delivery sent and, for a lesson, plan
+    the next one (course.plan). With `one_statement`, both are one statement (PostgreSQL)."""
     writes: list[tuple[Any, dict[str, Any]]] = [
         (_MARK_SENT, {"d_id": job.delivery.id, "d_owner": owner, "d_now": now})
     ]
     if job.delivery.kind == DeliveryKind.LESSON:
         position = job.delivery.position
-        where = {"e_id": job.enrollment.id, "e_pos": position}
-        next_delay = plan.delays.get((job.enrollment.version_id, position + 1))
-        if next_delay is None:
+        enrollment, subscriber = job.enrollment, job.subscriber
+        where = {"e_id": enrollment.id, "e_pos": position}
+        found = next_lesson(
+            plan.steps[enrollment.version_id],
+            timing.preferences(enrollment, subscriber),
+            timing.calendar(enrollment, subscriber, day_seconds=settings.day_seconds, now=now),
+            after=position,
+            at=now,
+            sent=job.sent | {position} if job.sent is not None else None,
+        )
+        if found.position is None:
             writes.append((_COMPLETE, {**where, "e_now": now}))
         else:
-            due = next_due(
-                now,
-                next_delay,
-                time_zone=job.subscriber.time_zone,
-                send_hour=job.subscriber.send_hour,
-                day_seconds=settings.day_seconds,
-            )
-            jump = job.next_if_switched
-            if jump is not None and jump > position + 1:
-                values = {**where, "e_next": position + 1, "e_jump": jump, "e_due": due}
-                writes.append((_ADVANCE_OR_JUMP, values))
-            else:
-                writes.append((_ADVANCE, {**where, "e_next": position + 1, "e_due": due}))
+            writes.append((_ADVANCE, {**where, "e_next": found.position, "e_due": found.due}))
     if len(writes) == 2 and one_statement:
         (_, sent_values), (then, values) = writes
         writes = [(_MARK_SENT_THEN[id(then)], {**sent_values, **values})]

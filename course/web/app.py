@@ -10,9 +10,21 @@ from fastapi import FastAPI
 from course.clock import Clock, SystemClock
 from course.db import engine_for
 from course.queue import enqueue_sends, kick_tick
+from course.ratelimit import Limiter, RedisLimiter
 from course.settings import Settings, get_settings
 from course.web import errors
-from course.web.routes import confirm, health, info, my_data, signup, stage, unsubscribe
+from course.web.routes import (
+    confirm,
+    health,
+    helpful,
+    info,
+    my_data,
+    preferences,
+    signup,
+    stage,
+    unsubscribe,
+    webhooks,
+)
 
 
 def create_app(
@@ -21,8 +33,10 @@ def create_app(
     *,
     enqueue: Callable[[list[list[int]]], None] = enqueue_sends,
     kick: Callable[[], None] = kick_tick,
+    limiter: Limiter | None = None,
 ) -> FastAPI:
-    """The app; `enqueue` and `kick` hand work to Celery unless a caller passes its own."""
+    """The app; `enqueue` and `kick` hand work to Celery, and `limiter` counts requests in
+    Redis, unless a caller passes its own."""
     settings = settings or get_settings()
     app = FastAPI(
         title="Homeward", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json"
@@ -32,8 +46,27 @@ def create_app(
     app.state.engine = engine_for(settings.database_url)
     app.state.enqueue = enqueue
     app.state.kick = kick
+    app.state.limiter = limiter or RedisLimiter(
+        settings.redis_url or "redis://127.0.0.1:6379/0",
+        {
+            "signup": settings.signup_rate,
+            "signup_address": settings.signup_address_rate,
+            "data_link": settings.data_link_rate,
+        },
+    )
     errors.install(app)
-    for module in (signup, confirm, unsubscribe, my_data, stage, info, health):
+    for module in (
+        signup,
+        confirm,
+        unsubscribe,
+        preferences,
+        my_data,
+        stage,
+        helpful,
+        info,
+        health,
+        webhooks,
+    ):
         app.include_router(module.router)
     if settings.dev:  # every email caught, links included: never where others can reach it
         from course.web.routes import dev_mailbox

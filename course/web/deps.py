@@ -21,6 +21,7 @@ from course.clock import Clock
 from course.db import session_scope
 from course.errors import InvalidInput
 from course.models import SequenceVersion, row_id
+from course.ratelimit import Limiter
 from course.readers.links import linked_enrollment
 from course.readers.personal_data import DATA_LINK_TTL
 from course.settings import Settings
@@ -55,6 +56,16 @@ def _enqueue(request: Request) -> Callable[[list[list[int]]], None]:
     return enqueue
 
 
+def _limiter(request: Request) -> Limiter:
+    limiter: Limiter = request.app.state.limiter
+    return limiter
+
+
+def client_address(request: Request) -> str:
+    """Who is asking, for rate limits (behind a proxy, uvicorn's proxy headers set it)."""
+    return request.client.host if request.client else "unknown"
+
+
 def _kick(request: Request) -> Callable[[], None]:
     kick: Callable[[], None] = request.app.state.kick
     return kick
@@ -66,12 +77,11 @@ EngineDep = Annotated[Engine, Depends(_engine)]
 SessionDep = Annotated[Session, Depends(_session)]
 EnqueueDep = Annotated[Callable[[list[list[int]]], None], Depends(_enqueue)]
 KickDep = Annotated[Callable[[], None], Depends(_kick)]
+LimiterDep = Annotated[Limiter, Depends(_limiter)]
 
 
-async def _fields(request: Request, settings: SettingsDep) -> dict[str, Any]:
-    """Form or JSON fields, refusing bodies over the limit before reading them whole. Read here,
-    on the event loop, so the route itself can be a plain function that runs on a thread."""
-    limit = settings.max_body_bytes
+async def _read(request: Request, limit: int) -> bytes:
+    """The body, refused before it is read whole if it is over `limit` bytes."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise too_large()
@@ -80,6 +90,22 @@ async def _fields(request: Request, settings: SettingsDep) -> dict[str, Any]:
         body += chunk
         if len(body) > limit:
             raise too_large()
+    return body
+
+
+async def _raw_body(request: Request) -> bytes:
+    """A webhook's body as sent (its signature covers the bytes); a provider's batch of events
+    may be larger than a form."""
+    return await _read(request, 1_048_576)
+
+
+RawBodyDep = Annotated[bytes, Depends(_raw_body)]
+
+
+async def _fields(request: Request, settings: SettingsDep) -> dict[str, Any]:
+    """Form or JSON fields, refusing bodies over the limit before reading them whole. Read here,
+    on the event loop, so the route itself can be a plain function that runs on a thread."""
+    body = await _read(request, settings.max_body_bytes)
     content_type = request.headers.get("content-type", "")
     if "application/json" in content_type:
         try:
@@ -138,3 +164,4 @@ ConfirmLink = Annotated[Reader, LinkToken(Purpose.CONFIRM)]
 UnsubscribeLink = Annotated[Reader, LinkToken(Purpose.UNSUBSCRIBE)]
 DataLink = Annotated[Reader, LinkToken(Purpose.DATA)]
 StageLink = Annotated[Reader, LinkToken(Purpose.STAGE)]
+PreferencesLink = Annotated[Reader, LinkToken(Purpose.PREFERENCES)]

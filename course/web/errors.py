@@ -50,6 +50,19 @@ class Unsupported(CourseError):
     default_code = "unsupported"
 
 
+class TooMany(CourseError):
+    """A client asked too often (course.ratelimit): the same answer for every address."""
+
+    default_code = "too_many"
+
+
+class NotSigned(CourseError):
+    """A webhook call without its provider's valid signature, or replayed: refused (401), and
+    nothing is changed."""
+
+    default_code = "not_signed"
+
+
 class NotOpen(CourseError):
     """Nothing is published yet, or the schema is not migrated: sign-up waits (see /health)."""
 
@@ -72,6 +85,8 @@ STATUS: dict[type[CourseError], int] = {
     NotAllowed: 405,
     TooLarge: 413,
     Unsupported: 415,
+    TooMany: 429,
+    NotSigned: 401,
     NotOpen: 503,
     ServerError: 500,
     ConfigurationError: 500,
@@ -85,6 +100,10 @@ def status_of(exc: CourseError) -> int:
 def not_open() -> NotOpen:
     log.error("no course is open for sign-up: see /health")
     return NotOpen(_english("not_open"))
+
+
+def too_many() -> TooMany:
+    return TooMany(_english("too_many"))
 
 
 def too_large() -> TooLarge:

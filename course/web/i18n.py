@@ -6,6 +6,7 @@ readers, so they may hold simple HTML and are marked safe for the templates.
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 from collections.abc import Callable
 from functools import lru_cache
@@ -31,6 +32,15 @@ def catalog(locale: str) -> dict[str, str]:
 def _page_words(locale: str) -> dict[str, str]:
     """The catalog as pages show it: every phone number a tap-to-call link."""
     return {key: link_phones(text) for key, text in catalog(locale).items()}
+
+
+def consent_wording(locale: str) -> str:
+    """Which wording a reader agreed to on the sign-up form: the language and a short hash of
+    the words that ask for consent, so a record still says what they saw after the words
+    change."""
+    words = catalog(locale if locale in LOCALES else DEFAULT)
+    text = "\n".join(words[k] for k in ("signup.privacy", "signup.submit", "signup.discreet_label"))
+    return f"{locale}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 def translator(locale: str) -> Callable[..., Markup]:

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import insert, make_url
+from sqlalchemy import insert, make_url, text
 from sqlmodel import Session, SQLModel, select
 
 from course.db import engine_for, read_only, session_scope
@@ -110,3 +110,14 @@ def test_a_batch_is_claimed_by_id_even_when_statistics_say_nothing_is_pending(
         conn.exec_driver_sql("ALTER TABLE delivery RESET (autovacuum_enabled)")
         conn.commit()
     assert "delivery_pkey" in plan and "ix_delivery_pending" not in plan, plan
+
+
+def test_every_migration_keeps_sqlite_from_reusing_the_ids_links_once_named(_sqlite_url):
+    # A batch migration rebuilds a SQLite table from what it reflects, and AUTOINCREMENT is not
+    # reflected: each later migration of these tables must keep it (table_kwargs).
+    with engine_for(_sqlite_url).connect() as conn:
+        tables: dict[str, str] = dict(
+            conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'table'")).all()
+        )
+    for name in ("subscriber", "enrollment", "delivery", "signup_request"):
+        assert "AUTOINCREMENT" in tables[name], name

@@ -142,12 +142,14 @@ def test_a_link_from_before_link_keys_works_only_for_the_enrollment_that_existed
     early = clock.now() - timedelta(minutes=5)
     clock.set(early)
     client.post("/enroll", json={"email": "early@example.org"})  # (the clock moves on below)
+    deliver()
     with session_scope(engine_for(settings.database_url)) as session:
         session.execute(text("DELETE FROM delivery"))
         session.execute(text("DELETE FROM enrollment"))
         session.execute(text("DELETE FROM subscriber"))
     clock.advance(minutes=5)
     client.post("/enroll", json={"email": "now@example.org"})
+    deliver()
     with session_scope(engine_for(settings.database_url)) as session:
         enrollment_id = row_id(session.exec(select(Enrollment)).one())
     clock.set(early)

@@ -20,7 +20,7 @@ from tests.support import lessons_to, linked_id, run_days, signup, stage_token
 def switch(settings, clock, token):
     enrollment_id = linked_id(settings, Purpose.STAGE, token, clock)
     with session_scope(engine_for(settings.database_url)) as session:
-        enrollment = start_aftercare(session, clock, enrollment_id)
+        enrollment = start_aftercare(session, settings, clock, enrollment_id=enrollment_id)
         session.expunge(enrollment)
     return enrollment
 

@@ -108,6 +108,8 @@ def _recreate(url):
     if engine.dialect.name == "postgresql":  # DELETE keeps PostgreSQL's id counters
         with engine.begin() as conn:
             for table in SQLModel.metadata.sorted_tables:
+                if "id" not in table.c:
+                    continue
                 conn.exec_driver_sql(
                     f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), 1, false)"
                 )

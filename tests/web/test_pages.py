@@ -105,7 +105,7 @@ def test_confirming_the_stage_switch_sends_the_never_skip_lessons_then_aftercare
     # Overdose (05) and safety (09) still come, whatever the switch: then aftercare.
     never_skip = [lesson.position for lesson in lessons if lesson.never_skip]
     first_aftercare = next(lesson.position for lesson in lessons if lesson.module == "aftercare")
-    assert never_skip == [5, 9] and first_aftercare == 13
+    assert never_skip == [5, 9] and first_aftercare == 14
     assert next_lesson_position(settings) == 5
     again = client.post(stage_link(welcome))
     assert "You have already told us" in again.text
@@ -113,7 +113,9 @@ def test_confirming_the_stage_switch_sends_the_never_skip_lessons_then_aftercare
         clock.advance(days=5)
         deliver()
     received = [m for m in smtp.to("dad@example.org") if "confirm" not in m["Subject"].lower()]
-    assert [m["Subject"] for m in received[1:]] == [lessons[p - 1].subject for p in (5, 9, 13)]
+    assert [m["Subject"] for m in received[1:]] == [
+        lessons[p - 1].subject for p in (5, 9, first_aftercare)
+    ]
     assert all("/stage/" not in m.get_body(("plain",)).get_content() for m in received[1:])
     with session_scope(engine_for(settings.database_url)) as session:
         sent = session.exec(select(Delivery.position).where(Delivery.kind == "lesson")).all()

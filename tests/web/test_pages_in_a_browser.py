@@ -161,3 +161,68 @@ def test_the_favicon_is_served(site):
     answer = httpx.get(site.url + "/favicon.ico")
     assert answer.status_code == 200 and answer.headers["content-type"] == "image/x-icon"
     assert answer.content[:4] == b"\x00\x00\x01\x00"  # an ICO file
+
+
+def _preferences_path(message: Any) -> str:
+    text = message.get_body(preferencelist=("plain",)).get_content()
+    found = re.search(r"https://homeward\.test(/preferences/[\w.\-]+)", text)
+    assert found, "every email links to the reader's preferences"
+    return found.group(1)
+
+
+def test_the_preferences_page_on_a_phone_pause_dates_and_discretion(
+    site, phone, smtp, deliver, settings, intake
+):
+    page = phone
+    page.goto(site.url + "/")
+    page.fill("#email", "prefs@example.org")
+    page.click("button[type=submit]")
+    intake()
+    deliver()
+    page.goto(site.url + confirm_link(smtp.to("prefs@example.org")[0]))
+    deliver()
+    lesson = smtp.to("prefs@example.org")[-1]
+    mine = site.url + _preferences_path(lesson)
+    page.goto(mine)
+    assert check_page(page) == "Your emails"
+    assert "Your next email comes on" in page.inner_text("main")
+
+    # A date in the past: the summary takes the focus and names the field.
+    page.fill("#conversation_on", "2020-01-01")
+    page.click("text=Save the dates")
+    page.wait_for_selector("#error-summary")
+    assert page.evaluate("document.activeElement.id") == "error-summary"
+    assert page.get_attribute("#conversation_on", "aria-invalid") == "true"
+    check_page(page, expect_status_errors=1)
+
+    page.check("#discreet")
+    page.locator("form:has(#discreet) button[type=submit]").click()
+    assert check_page(page) == "Your emails"
+    assert "Saved. It applies from your next email." in page.inner_text("main")
+    assert page.is_checked("#discreet")
+
+    page.check("input[name=how_long][value=resumed]")
+    page.click("text=Pause my emails")
+    assert "paused until you start them again" in page.inner_text("main")
+    check_page(page)
+    deliver()
+    [paused] = [m for m in smtp.to("prefs@example.org") if "/resume" in str(m)]
+    assert paused["Subject"] == "A note for you", "discreet from the next email on"
+    check_email(page, paused)
+    page.goto(mine + "/resume")
+    assert check_page(page) == "Start your emails again?"
+    page.click("text=Start my emails again")
+    assert check_page(page) == "Your emails"
+    assert "paused" not in page.inner_text("[role=status]")
+
+    page.goto(mine + "?lang=es")
+    assert check_page(page) == "Sus correos"
+
+    # "Was this helpful?" from the lesson: a kind page, accessible too.
+    helpful = re.search(
+        r"https://homeward\.test(/helpful/\S+/yes)",
+        lesson.get_body(preferencelist=("plain",)).get_content(),
+    )
+    assert helpful
+    page.goto(site.url + helpful.group(1))
+    assert "Thank you" in check_page(page)

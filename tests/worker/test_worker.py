@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ import redis
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
-from course.clock import SystemClock
+from course.clock import SystemClock, as_utc
 from course.db import engine_for, session_scope
 from course.models import Enrollment
 from course.queue import enqueue_sends
@@ -26,11 +27,14 @@ from course.settings import PROJECT_ROOT, Settings
 from tests.support import SmtpSink, active_readers, confirm_link, wait_for
 
 LEASE = 3
+DAY = 0.05  # seconds: a course day, so a whole course runs in a few seconds
 
 
 @pytest.fixture
 def env(settings: Settings, tmp_path: Path) -> dict[str, str]:
-    settings.lease_seconds = LEASE  # the test process hands out work the same way the workers do
+    # The test process hands out and plans work the same way the workers do.
+    settings.lease_seconds = LEASE
+    settings.day_seconds = DAY
     values = {
         "COURSE_DATABASE_URL": settings.database_url,
         "COURSE_REDIS_URL": settings.redis_url or "",
@@ -40,7 +44,7 @@ def env(settings: Settings, tmp_path: Path) -> dict[str, str]:
         "COURSE_FROM": settings.from_address,
         "COURSE_POSTAL_ADDRESS": settings.postal_address,
         "COURSE_DEFAULT_SEQUENCE": settings.default_sequence,
-        "COURSE_DAY_SECONDS": "0.05",
+        "COURSE_DAY_SECONDS": str(DAY),
         "COURSE_TICK_SECONDS": "0.5",
         "COURSE_LEASE_SECONDS": str(LEASE),
         "COURSE_SEND_BATCH": "5",
@@ -226,4 +230,65 @@ def test_after_the_switch_to_aftercare_the_overdose_and_safety_lessons_still_arr
             return session.exec(select(Enrollment)).one().status == "completed"
 
     wait_for(completed, 60, "the course to end")
-    assert positions() == [1, 5, 9, 13, 14, 15, 16]  # 05 overdose, 09 safety, then aftercare
+    assert positions() == [1, 5, 9, 14, 15, 16, 17]  # 05 overdose, 09 safety, then aftercare
+
+
+def test_a_pause_and_a_conversation_date_through_the_broker(settings, smtp, env, processes):
+    """A reader pauses after the welcome, sets the day of the conversation while paused, and
+    resumes: the real worker sends nothing in the pause, the lessons that prepare come before
+    the day, the check-in the day after, then the rest."""
+    from course.authoring import load_sequence, publish
+    from course.web import create_app
+    from tests.support import FIXTURES
+
+    day = 0.2  # long enough for the date to be set and read on the same course day
+    settings.day_seconds = day
+    env["COURSE_DAY_SECONDS"] = str(day)
+    settings.default_sequence = "planning-course"
+    with session_scope(engine_for(settings.database_url)) as session:
+        publish(session, load_sequence(FIXTURES / "planning-course"), SystemClock())
+    processes("worker", concurrency=2)
+    processes("beat")
+    reader = "planner@example.org"
+
+    def lessons() -> list[str]:
+        with smtp.lock:
+            subjects = [str(m["Subject"]) for m in smtp.received if m["To"] == reader]
+        return [s.removeprefix("Lesson ") for s in subjects if s.startswith("Lesson ")]
+
+    def enrollment() -> Enrollment:
+        with session_scope(engine_for(settings.database_url)) as session:
+            return session.exec(select(Enrollment)).one()
+
+    with TestClient(create_app(settings, SystemClock())) as client:
+        client.post("/enroll", json={"email": reader})
+        wait_for(lambda: len(smtp.to(reader)) == 1, 20, "the confirmation email")
+        client.get(confirm_link(smtp.to(reader)[0]))
+        wait_for(lambda: lessons() == ["welcome"], 20, "the welcome lesson")
+        text = smtp.to(reader)[-1].get_body(("plain",)).get_content()
+        link = re.search(r"https://homeward\.test(/preferences/[\w.\-]+)", text)
+        assert link
+        client.post(link.group(1), data={"action": "pause", "how_long": "resumed"})
+        wait_for(lambda: any("/resume" in str(m) for m in smtp.to(reader)), 20, "the pause's email")
+        confirmed = enrollment().confirmed_at
+        assert confirmed is not None
+        # A compressed course day N after the confirmation is its date + N (course.plan).
+        started = as_utc(confirmed)
+        today = int((datetime.now(UTC) - started).total_seconds() // day)
+        conversation = started.date() + timedelta(days=today + 6)
+        saved = client.post(
+            link.group(1), data={"action": "dates", "conversation_on": conversation.isoformat()}
+        )
+        assert saved.status_code == 200, saved.text
+        client.post(link.group(1), data={"action": "resume"})
+
+    wait_for(lambda: enrollment().status == "completed", 60, "the course to end")
+    assert lessons() == [
+        "welcome",
+        "overdose",
+        "talking",
+        "check-in",
+        "signs",
+        "recovery",
+        "yourself",
+    ]

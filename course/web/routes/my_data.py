@@ -20,9 +20,12 @@ from course.web.deps import (
     DataLink,
     EngineDep,
     EnqueueDep,
+    LimiterDep,
     SettingsDep,
     UnsubscribeLink,
+    client_address,
 )
+from course.web.errors import too_many
 from course.web.pages import page
 
 router = APIRouter()
@@ -48,7 +51,13 @@ def ask_for_a_link(
     clock: ClockDep,
     engine: EngineDep,
     enqueue: EnqueueDep,
+    limiter: LimiterDep,
 ) -> HTMLResponse:
+    if not (
+        limiter.allow("data_link", client_address(request))
+        and limiter.allow("data_link", f"reader:{reader.id}")
+    ):
+        raise too_many()
     with session_scope(engine) as session:
         ids = request_data_link(session, settings, clock, enrollment_id=reader.id)
     enqueue([ids])  # after commit: the worker must find the row

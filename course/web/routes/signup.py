@@ -3,7 +3,9 @@ already enrolled, so nobody can learn who is on the list."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -15,17 +17,28 @@ from course.catalog import latest_version, offered
 from course.db import session_scope
 from course.errors import InvalidInput, UnknownSequence
 from course.models import SequenceVersion
-from course.readers.signup import EnrollRequest, enroll
+from course.readers.intake import request_signup
+from course.readers.signup import EnrollRequest
 from course.settings import Settings
 from course.web import i18n
-from course.web.deps import ClockDep, EngineDep, EnqueueDep, FieldsDep, SettingsDep
-from course.web.errors import not_open, status_of
+from course.web.deps import (
+    ClockDep,
+    EngineDep,
+    FieldsDep,
+    KickDep,
+    LimiterDep,
+    SettingsDep,
+    client_address,
+)
+from course.web.errors import not_open, status_of, too_many
+from course.web.i18n import consent_wording
 from course.web.pages import page, page_locale, say, wants_json
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
 ENROLL_MESSAGE = i18n.catalog("en")["check_email.message"]
+HONEYPOT = "website"  # a field people never see (course/web/templates/signup.html)
 Offered = dict[str, tuple[SequenceVersion, int]]
 
 
@@ -87,16 +100,31 @@ def enroll_route(
     settings: SettingsDep,
     clock: ClockDep,
     engine: EngineDep,
-    enqueue: EnqueueDep,
+    kick: KickDep,
+    limiter: LimiterDep,
 ) -> Response:
     as_json = wants_json(request)
     if not data.get("sequence") and data.get("locale") in settings.sequences:
         data["sequence"] = settings.sequences[str(data["locale"])]
+    if not limiter.allow("signup", client_address(request)):
+        raise too_many()
+    form_lang = str(data.get("lang") or "")
     try:
-        req = EnrollRequest.parse(data, settings.default_sequence)
+        req = replace(
+            EnrollRequest.parse(data, settings.default_sequence),
+            consent_source="api" if as_json else "form",
+            consent_wording="api" if as_json else consent_wording(form_lang or "en"),
+        )
+        # Counted under a digest: Redis never holds the address itself.
+        address = hashlib.sha256(req.email.encode()).hexdigest()
+        if not limiter.allow("signup_address", address):
+            raise too_many()
         with session_scope(engine) as session:
-            ids = enroll(session, settings, clock, req=req)
             locale = latest_version(session, req.sequence).locale
+            # A bot fills in every field, the hidden one too: it gets the same answer, and
+            # nothing is taken in.
+            if not str(data.get(HONEYPOT) or "").strip():
+                request_signup(session, clock, req)
     except (UnknownSequence, SQLAlchemyError):
         if not open_courses(engine, settings):  # nothing published yet, or no schema
             raise not_open() from None
@@ -104,7 +132,7 @@ def enroll_route(
     except InvalidInput as exc:
         if as_json:
             raise
-        lang = page_locale(request, str(data.get("lang") or "") or None)
+        lang = page_locale(request, form_lang or None)
         return signup_page(
             request,
             open_courses(engine, settings),
@@ -113,12 +141,11 @@ def enroll_route(
             values=data,
             error_field=exc.field,
         )
-    enqueue([ids])  # after commit: the worker must find the row
+    kick()  # after commit: the next tick takes the sign-up in and sends the confirmation
     if as_json:
         return JSONResponse({"status": "ok", "message": ENROLL_MESSAGE}, status_code=202)
     # The reader just filled in the form in its language; keep to it even if they chose
     # lessons in the other one.
-    form_lang = str(data.get("lang") or "")
     return page(
         request,
         "check_email.html",

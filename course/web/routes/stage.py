@@ -9,7 +9,7 @@ from course.db import session_scope
 from course.errors import LinkEnded
 from course.models import Enrollment, EnrollmentStatus
 from course.readers.preferences import start_aftercare
-from course.web.deps import ClockDep, EngineDep, StageLink
+from course.web.deps import ClockDep, EngineDep, SettingsDep, StageLink
 from course.web.pages import page
 
 router = APIRouter()
@@ -35,11 +35,17 @@ def ask(request: Request, *, token: str, reader: StageLink, engine: EngineDep) -
 
 @router.post("/stage/{token}", response_class=HTMLResponse)
 def switch(
-    request: Request, *, token: str, reader: StageLink, clock: ClockDep, engine: EngineDep
+    request: Request,
+    *,
+    token: str,
+    reader: StageLink,
+    settings: SettingsDep,
+    clock: ClockDep,
+    engine: EngineDep,
 ) -> HTMLResponse:
     with session_scope(engine) as session:
         before = session.get(Enrollment, reader.id)
         already = before is not None and before.started_treatment_at is not None
-        enrollment = start_aftercare(session, clock, reader.id)
+        enrollment = start_aftercare(session, settings, clock, enrollment_id=reader.id)
         state = "already" if already else _state(enrollment, asked=True)
     return page(request, "stage.html", locale=reader.locale, token=token, state=state)

@@ -1,0 +1,110 @@
+"""A reader's timing as course.plan sees it, from their rows: their preferences, their calendar,
+what they have had, and the next lesson planned afresh from all of it.
+
+The sending path plans from the rows a batch loads; a preference change (and the tick, for a
+change made while a lesson was in flight) plans from the delivery history here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import date, datetime
+from typing import Protocol
+
+from sqlalchemy import select
+from sqlmodel import Session, col
+
+from course.clock import as_utc
+from course.models import Delivery, DeliveryKind, DeliveryStatus
+from course.plan import Calendar, Next, Preferences, Step, next_lesson
+
+
+class EnrollmentLike(Protocol):
+    @property
+    def started_treatment_at(self) -> datetime | None: ...
+    @property
+    def confirmed_at(self) -> datetime | None: ...
+    @property
+    def pace_days(self) -> int | None: ...
+    @property
+    def paused_until(self) -> datetime | None: ...
+    @property
+    def conversation_on(self) -> date | None: ...
+    @property
+    def treatment_on(self) -> date | None: ...
+
+
+class SubscriberLike(Protocol):
+    @property
+    def time_zone(self) -> str: ...
+    @property
+    def send_hour(self) -> int: ...
+
+
+def preferences(enrollment: EnrollmentLike, subscriber: SubscriberLike) -> Preferences:
+    paused = enrollment.paused_until
+    return Preferences(
+        time_zone=subscriber.time_zone,
+        send_hour=subscriber.send_hour,
+        pace_days=enrollment.pace_days,
+        paused_until=as_utc(paused) if paused is not None else None,
+        conversation_on=enrollment.conversation_on,
+        treatment_on=enrollment.treatment_on,
+        switched=enrollment.started_treatment_at is not None,
+    )
+
+
+def calendar(
+    enrollment: EnrollmentLike, subscriber: SubscriberLike, *, day_seconds: float, now: datetime
+) -> Calendar:
+    """The reader's days; a compressed course day counts from their confirmation."""
+    start = enrollment.confirmed_at
+    return Calendar(
+        subscriber.time_zone,
+        subscriber.send_hour,
+        day_seconds,
+        start=as_utc(start) if start is not None else now,
+    )
+
+
+# A lesson is behind the reader once it was sent, or cancelled (it will not be tried again).
+_DONE = (DeliveryStatus.SENT, DeliveryStatus.CANCELLED)
+
+
+def history(session: Session, enrollment_id: int) -> tuple[int, datetime | None, frozenset[int]]:
+    """(the last lesson sent, when, every lesson behind the reader) for an enrollment; (0, None,
+    ...) before the first."""
+    rows = session.execute(
+        select(col(Delivery.position), col(Delivery.status), col(Delivery.sent_at)).where(
+            col(Delivery.enrollment_id) == enrollment_id,
+            col(Delivery.kind) == DeliveryKind.LESSON,
+            col(Delivery.status).in_(_DONE),
+        )
+    ).all()
+    sent = [(p, as_utc(t)) for p, status, t in rows if status == DeliveryStatus.SENT and t]
+    if not sent:
+        return 0, None, frozenset(p for p, _, _ in rows)
+    last, at = max(sent, key=lambda r: r[1])
+    return last, at, frozenset(p for p, _, _ in rows)
+
+
+def replanned(
+    steps: tuple[Step, ...],
+    enrollment: EnrollmentLike,
+    subscriber: SubscriberLike,
+    *,
+    sent: tuple[int, datetime | None, Collection[int]],
+    day_seconds: float,
+    now: datetime,
+    catch_up: bool = False,
+) -> Next:
+    """The next lesson for a reader idle between lessons, planned from what they have had. A
+    lesson that would already be due comes at `now`'s next send slot (a resumed course does not
+    catch up at 3 a.m.), or with `catch_up` at once (the tick, just after a lesson went out)."""
+    after, at, positions = sent
+    cal = calendar(enrollment, subscriber, day_seconds=day_seconds, now=now)
+    prefs = preferences(enrollment, subscriber)
+    found = next_lesson(steps, prefs, cal, after=after, at=at or now, sent=positions)
+    if found.position is None or found.due is None or found.due >= now or catch_up:
+        return found
+    return Next(found.position, cal.next_slot(now))

@@ -1,0 +1,224 @@
+"""The public routes cannot be turned against anyone: rate limits shared by every web process
+(counted in the real Redis), a honeypot, a daily cap on confirmation emails to one address, the
+same answer for every address, and unconfirmed sign-ups purged."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event
+from sqlmodel import select
+
+from course.authoring import load_sequence, publish
+from course.db import engine_for, session_scope
+from course.models import Enrollment, SignupRequest, Subscriber
+from course.readers.personal_data import purge_unconfirmed
+from course.settings import PROJECT_ROOT
+from tests.support import (
+    FIXTURES,
+    active_readers,
+    confirm_link,
+    data_link,
+    enrolled,
+    unsubscribe_link,
+    visible,
+)
+
+
+def app_client(settings, clock, queued):
+    from course.web import create_app
+
+    app = create_app(settings, clock, enqueue=queued.extend, kick=lambda: None)
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.fixture
+def client(settings, clock, mini_course, queued):
+    with app_client(settings, clock, queued) as c:
+        yield c
+
+
+# One sign-up from a second web process: its own app, its own limiter, the same Redis.
+SECOND_PROCESS = """
+import json, sys
+from fastapi.testclient import TestClient
+from course.clock import SystemClock
+from course.settings import Settings
+from course.web import create_app
+settings = Settings(**json.loads(sys.argv[1]))
+with TestClient(create_app(settings, SystemClock(), enqueue=lambda ids: None, kick=lambda: None)) as c:
+    answer = c.post("/enroll", json={"email": sys.argv[2]})
+    print(answer.status_code, answer.json().get("error", ""))
+"""
+
+
+def from_a_second_process(settings, email: str) -> str:
+    fields = {
+        "database_url": settings.database_url,
+        "redis_url": settings.redis_url,
+        "secret_key": settings.secret_key,
+        "signup_rate": settings.signup_rate,
+        "default_sequence": settings.default_sequence,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", SECOND_PROCESS, json.dumps(fields), email],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_the_sign_up_limit_per_client_is_shared_by_every_web_process(
+    settings, clock, mini_course, queued
+):
+    settings.signup_rate = "3/minute"
+    with app_client(settings, clock, queued) as client:
+        for n in range(3):
+            assert client.post("/enroll", json={"email": f"a{n}@example.org"}).status_code == 202
+    second = from_a_second_process(settings, "a3@example.org")
+    assert second.startswith("429 ") and "wait a few minutes" in second
+    with app_client(settings, clock, queued) as client:
+        page = client.post("/enroll", data={"email": "a4@example.org", "lang": "en"})
+        assert page.status_code == 429 and "wait a few minutes" in page.text
+    with session_scope(engine_for(settings.database_url)) as session:
+        assert len(session.exec(select(SignupRequest)).all()) == 3, "nothing past the limit is kept"
+
+
+def test_one_address_is_limited_whichever_client_asks(client, settings):
+    for _ in range(5):
+        assert client.post("/enroll", json={"email": "target@example.org"}).status_code == 202
+    refused = client.post("/enroll", json={"email": "Target@Example.org"})
+    assert refused.status_code == 429
+    assert client.post("/enroll", json={"email": "someone.else@example.org"}).status_code == 202
+
+
+def test_the_data_link_can_be_asked_for_only_a_few_times(client, settings, clock, smtp, deliver):
+    [reader] = active_readers(settings, clock, 1)
+    deliver()
+    token = unsubscribe_link(smtp.to(reader)[-1]).rsplit("/", 1)[1]
+    answers = [client.post(f"/my-data/{token}/link").status_code for _ in range(6)]
+    assert answers == [200] * 5 + [429], "5 an hour (data_link_rate)"
+    refused = client.post(f"/my-data/{token}/link")
+    assert "wait a few minutes" in refused.text
+    deliver()
+    assert data_link([m for m in smtp.to(reader) if "your data" in m["Subject"]][0])
+
+
+def test_a_bot_that_fills_the_hidden_field_gets_the_same_page_and_nothing_happens(
+    client, settings, smtp, intake, deliver
+):
+    person = client.post(
+        "/enroll", data={"email": "person@example.org", "lang": "en", "website": ""}
+    )
+    bot = client.post(
+        "/enroll",
+        data={"email": "victim@example.org", "lang": "en", "website": "http://spam.example"},
+    )
+    assert bot.status_code == person.status_code == 200 and bot.text == person.text
+    intake()
+    deliver()
+    assert smtp.to("victim@example.org") == [] and len(smtp.to("person@example.org")) == 1
+    with session_scope(engine_for(settings.database_url)) as session:
+        emails = session.exec(select(Subscriber.email)).all()
+    assert emails == ["person@example.org"]
+
+
+def test_one_address_gets_at_most_three_confirmation_emails_a_day(
+    settings, clock, mini_course, queued, smtp, intake, deliver
+):
+    settings.signup_address_rate = "100/hour"  # the limit per address is not what is tested
+    client = app_client(settings, clock, queued)
+    for _ in range(6):
+        client.post("/enroll", json={"email": "flooded@example.org"})
+        intake()
+        deliver()
+        clock.advance(minutes=30)
+    assert len(smtp.to("flooded@example.org")) == settings.confirmations_per_day == 3
+    clock.advance(hours=22)
+    client.post("/enroll", json={"email": "flooded@example.org"})
+    intake()
+    deliver()
+    assert len(smtp.to("flooded@example.org")) == 4, "a new day, a new confirmation"
+
+
+def _statements(engine, run) -> list[str]:
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        run()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_a_known_and_an_unknown_address_get_the_same_answer_from_the_same_work(
+    client, settings, clock, mini_course
+):
+    """Same status and body, and the request runs the very same statements for both: the
+    database work that depends on the address happens later, off the request, so the time
+    cannot differ by it either."""
+    [known] = active_readers(settings, clock, 1)
+    engine = engine_for(settings.database_url)
+    answers: dict[str, Any] = {}
+    work: dict[str, list[str]] = {}
+    for email in (known, "never.seen@example.org"):
+        work[email] = _statements(
+            engine,
+            lambda e=email: answers.__setitem__(e, client.post("/enroll", json={"email": e})),
+        )
+    a, b = answers[known], answers["never.seen@example.org"]
+    assert (a.status_code, a.content) == (b.status_code, b.content)
+    assert work[known] == work["never.seen@example.org"] and work[known]
+    pages = [
+        client.post("/enroll", data={"email": e, "lang": "en"})
+        for e in (known, "other.unseen@example.org")
+    ]
+    assert pages[0].status_code == pages[1].status_code and pages[0].text == pages[1].text
+
+
+def test_sign_ups_nobody_confirmed_are_purged_after_a_week_and_their_link_ends(
+    client, settings, clock, smtp, intake, deliver
+):
+    client.post("/enroll", json={"email": "forgot@example.org"})
+    [confirmed] = active_readers(settings, clock, 1)
+    intake()
+    deliver()
+    [ask] = smtp.to("forgot@example.org")
+    engine = engine_for(settings.database_url)
+    clock.advance(days=settings.unconfirmed_days)
+    clock.advance(minutes=-1)
+    assert purge_unconfirmed(engine, clock, days=settings.unconfirmed_days) == 0, "not yet"
+    clock.advance(minutes=2)
+    assert purge_unconfirmed(engine, clock, days=settings.unconfirmed_days) == 1
+    with session_scope(engine) as session:
+        assert session.exec(select(Subscriber.email)).all() == [confirmed]
+        assert [e.status for e in session.exec(select(Enrollment)).all()] == ["active"]
+    late = client.get(confirm_link(ask))
+    assert late.status_code == 410 and "sign up again" in visible(late.text).lower()
+
+
+def test_the_purge_leaves_a_person_who_has_another_course(settings, clock, mini_course):
+    with session_scope(engine_for(settings.database_url)) as session:
+        publish(session, load_sequence(FIXTURES / "planning-course"), clock)
+    [reader] = active_readers(settings, clock, 1)
+    enrolled(settings, clock, [reader], sequence="planning-course")  # never confirmed
+    clock.advance(days=settings.unconfirmed_days + 1)
+    assert purge_unconfirmed(engine_for(settings.database_url), clock, days=7) == 1
+    with session_scope(engine_for(settings.database_url)) as session:
+        assert session.exec(select(Subscriber.email)).all() == [reader]
+        assert [(e.status) for e in session.exec(select(Enrollment)).all()] == ["active"]

@@ -2,7 +2,8 @@
 
 PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) are used when they answer; otherwise the
 suite says so and falls back to SQLite only and an embedded redis-server. Set
-COURSE_TEST_REDIS=embedded to force the embedded Redis, COURSE_TEST_DATABASES=sqlite to use SQLite
+COURSE_TEST_REDIS=embedded to force the embedded Redis (COURSE_TEST_REDIS_DB=N picks the db
+number on the shared one, 11 unless set), COURSE_TEST_DATABASES=sqlite to use SQLite
 only, and COURSE_TEST_REQUIRE_POSTGRES=1 (CI) to fail instead of skipping when PostgreSQL is away.
 """
 
@@ -26,7 +27,8 @@ from course.settings import PROJECT_ROOT, Settings
 from tests.support import FIXTURES, SmtpSink, truncate
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-TEST_REDIS_DB = 11
+# Two runs at once (CI on a clone, and a developer) each take their own db number.
+TEST_REDIS_DB = int(os.environ.get("COURSE_TEST_REDIS_DB", "11"))
 
 
 def _port_open(port: int) -> bool:

@@ -52,6 +52,9 @@ def make_engine(url: str) -> Engine:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
+        # Deleted rows are overwritten with zeros, not left in free space: an erased reader's
+        # address must not stay readable in the file.
+        cur.execute("PRAGMA secure_delete=ON")
         cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         # A checkpoint (and its fsyncs) runs inside whichever commit crosses the limit; the
         # sending loop commits once per message, so checkpoint every ~40 MB of WAL, not ~4 MB.
@@ -66,6 +69,41 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+# Tables that hold what a person told us, for scrub().
+PERSONAL_TABLES = ("subscriber", "enrollment", "delivery", "signup_request")
+
+
+def scrub(engine: Engine, *, within_seconds: float = 10.0, vacuum: bool = False) -> bool:
+    """Make deleted rows unreadable on disk; whether that is done.
+
+    SQLite: deletes already overwrite with zeros (secure_delete), but the write-ahead log still
+    holds earlier copies of the pages until a checkpoint copies the log into the database and
+    truncates it. That waits for older readers and any writer to finish, so it is retried for
+    `within_seconds`. PostgreSQL keeps dead rows until VACUUM marks their space for reuse (and
+    even then the bytes stay until overwritten, see the README); with `vacuum` the personal
+    tables are vacuumed, which the hourly task does rather than a web request.
+    """
+    if not is_sqlite(engine):
+        if vacuum:
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM " + ", ".join(PERSONAL_TABLES))
+        return vacuum
+    give_up = time.monotonic() + within_seconds
+    with engine.connect() as conn:
+        dbapi_conn = conn.connection.dbapi_connection
+        assert dbapi_conn is not None
+        dbapi_conn.execute("PRAGMA busy_timeout=1000")
+        try:
+            while True:
+                busy, _, _ = dbapi_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    return True
+                if time.monotonic() >= give_up:
+                    return False
+        finally:
+            dbapi_conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 def read_only(engine: Engine) -> Engine:

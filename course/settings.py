@@ -45,7 +45,9 @@ class Settings(BaseSettings):
     tick_seconds: float = 5.0
     claim_batch: int = 1000
     send_batch: int = 100
-    lease_seconds: int = 300
+    # A worker's hold on the deliveries it is sending, renewed every third of it while it works:
+    # after a crash, others take the work over within this (and a tick).
+    lease_seconds: int = 30
     max_attempts: int = 12
     retry_base_seconds: int = 60
     confirm_ttl_days: int = 7

@@ -8,7 +8,7 @@ from functools import lru_cache
 from celery.signals import worker_process_init, worker_process_shutdown
 
 from course.clock import SystemClock
-from course.db import engine_for
+from course.db import engine_for, scrub
 from course.queue import PURGE_TASK, SEND_TASK, TICK_TASK, enqueue_sends
 from course.readers.personal_data import purge_unconfirmed
 from course.sending import Composer, Mailer, SmtpTarget, send_batch
@@ -69,4 +69,7 @@ def send(ids: list[int]) -> int:
 def purge() -> int:
     settings = get_settings()
     engine = engine_for(settings.database_url)
-    return purge_unconfirmed(engine, SystemClock(), days=settings.unconfirmed_days)
+    purged = purge_unconfirmed(engine, SystemClock(), days=settings.unconfirmed_days)
+    # What erases and purges deleted, unreadable on disk too (see course.db.scrub).
+    scrub(engine, vacuum=True)
+    return purged

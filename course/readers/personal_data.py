@@ -3,6 +3,7 @@ everything stored, and erasing it all."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -10,6 +11,7 @@ from sqlalchemy import CursorResult, Engine, delete
 from sqlmodel import Session, col, select
 
 from course.clock import Clock, as_utc
+from course.db import is_sqlite, scrub, session_scope
 from course.errors import LinkEnded
 from course.models import (
     Delivery,
@@ -21,6 +23,8 @@ from course.models import (
 )
 from course.readers.service_mail import throttled_delivery
 from course.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # How long an emailed link to a reader's own data works.
 DATA_LINK_TTL = timedelta(hours=24)
@@ -130,6 +134,17 @@ def erase(session: Session, email: str) -> bool:
     session.execute(delete(Enrollment).where(col(Enrollment.subscriber_id) == subscriber.id))
     session.delete(subscriber)
     return True
+
+
+def erase_for_good(engine: Engine, email: str) -> bool:
+    """Erase the person (see erase), then make the deleted bytes unreadable on disk. Returns
+    whether anything was there."""
+    with session_scope(engine) as session:
+        found = erase(session, email)
+    if found and not scrub(engine) and is_sqlite(engine):
+        # Readers kept the log busy: the hourly task checkpoints it again.
+        log.warning("erased, but the SQLite log could not be checkpointed yet; retried hourly")
+    return found
 
 
 def forget_enrollment(session: Session, enrollment_id: int) -> None:

@@ -32,6 +32,7 @@ from course.settings import Settings
 # Letters, then letters, spaces, dots, dashes and apostrophes: straight, or the curly one a
 # phone's keyboard types (O’Brien).
 NAME_RE = re.compile(r"^[^\W\d_](?:[^\W\d_]|[ .'\u2019\-])*$")
+_TEXT = ("email", "first_name", "time_zone", "relationship", "substance", "sequence", "locale")
 PROFILE = ("first_name", "time_zone", "send_hour", "relationship", "substance", "discreet")
 
 
@@ -66,9 +67,13 @@ class EnrollRequest:
     @classmethod
     def parse(cls, data: dict[str, Any], default_sequence: str) -> EnrollRequest:
         """Validate raw form or JSON fields; InvalidInput says what to fix, in plain words."""
+        for name in _TEXT:  # JSON may send a number or true where text belongs
+            if data.get(name) is not None and not isinstance(data[name], str):
+                raise InvalidInput(f'"{name}" takes text.', "not_understood", name)
         email = _email(data.get("email"))
-        first_name = str(data.get("first_name") or "").strip()
-        if len(first_name) > 40:
+        raw_name = data.get("first_name")
+        first_name = (raw_name or "").strip()
+        if len(raw_name or "") > 40:
             raise InvalidInput(
                 "Please keep the first name to 40 characters or fewer.",
                 "name_too_long",
@@ -81,20 +86,7 @@ class EnrollRequest:
                 "first_name",
             )
         tz = str(data.get("time_zone") or "").strip() or "UTC"
-        hour_raw = data.get("send_hour")
-        if hour_raw in (None, ""):
-            hour = 9
-        else:
-            try:
-                hour = int(str(hour_raw).split(":")[0])
-            except ValueError:
-                raise InvalidInput(
-                    "The send hour must be a whole hour from 0 to 23.", "send_hour", "send_hour"
-                ) from None
-            if not 0 <= hour <= 23:
-                raise InvalidInput(
-                    "The send hour must be a whole hour from 0 to 23.", "send_hour", "send_hour"
-                )
+        hour = send_hour(data.get("send_hour"))
         relationship = _choice(data.get("relationship"), "relationship", "other")
         substance = _choice(data.get("substance"), "substance", "unsure")
         sequence = str(data.get("sequence") or default_sequence).strip()
@@ -111,7 +103,7 @@ class EnrollRequest:
             sequence=sequence,
             relationship=relationship,
             substance=substance,
-            discreet=str(data.get("discreet") or "").lower() in ("1", "true", "on", "yes"),
+            discreet=yes_or_no(data.get("discreet"), "discreet"),
             given=given,
         )
 
@@ -128,6 +120,33 @@ def _email(raw: Any) -> str:
             f"That email address does not look right: {exc}", "email_invalid", "email"
         ) from exc
     return result.normalized.lower()
+
+
+# A whole hour, as JSON gives it (7) or a form does ("7", or "07:00" from a time field).
+_HOUR = re.compile(r"^(?:[01]?\d|2[0-3])(?::00)?$")
+
+
+def send_hour(raw: Any, default: int = 9) -> int:
+    if raw is None or raw == "":
+        return default
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw <= 23:
+        return raw
+    if isinstance(raw, str) and _HOUR.match(raw.strip()):
+        return int(raw.strip().split(":")[0])
+    raise InvalidInput("The send hour must be a whole hour from 0 to 23.", "send_hour", "send_hour")
+
+
+_YES, _NO = ("1", "true", "on", "yes"), ("", "0", "false", "off", "no")
+
+
+def yes_or_no(raw: Any, field: str) -> bool:
+    """A tick box (a form sends its value, "1", or nothing) or a JSON true/false."""
+    if isinstance(raw, bool):
+        return raw
+    text = "" if raw is None else raw.strip().lower() if isinstance(raw, str) else None
+    if text is not None and (text in _YES or text in _NO):
+        return text in _YES
+    raise InvalidInput(f"{field} takes yes or no (true or false).", "not_understood", field)
 
 
 def _choice(raw: Any, name: str, default: str) -> str:

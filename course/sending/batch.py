@@ -1,10 +1,11 @@
 """The send loop: take a batch, send each email over a kept-open SMTP connection, and record
 each outcome as it happens.
 
-Exactly once: a delivery is claimed by one worker (lease owner) before sending, and marked sent
-in the moment the SMTP server accepts it, together with the enrollment's next due time. The only
-duplicate left is a message the server accepted just before its worker died, before the commit:
-at most one per killed worker process.
+Exactly once: a delivery is claimed by one worker (lease owner) before sending, its short lease
+kept alive while the batch is sent (course.sending.lease), and marked sent in the moment the SMTP
+server accepts it, together with the enrollment's next due time. The only duplicate left is a
+message the server accepted just before its worker died (or stalled past its lease), before the
+commit: at most one per killed worker process.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import Engine
 
@@ -21,6 +22,7 @@ from course.clock import Clock
 from course.models import DeliveryKind, DeliveryStatus, EnrollmentStatus
 from course.sending.compose import Composer
 from course.sending.jobs import Job, claim_and_load
+from course.sending.lease import LeaseKeeper
 from course.sending.mailer import ConnectionProblem, Mailer, PermanentError, TransientError
 from course.sending.outcomes import Outcomes, backoff
 from course.sending.recording import Recorder, recorder_for
@@ -73,7 +75,14 @@ def send_batch(
         outcomes.finish(cancel, DeliveryStatus.CANCELLED)
         result.skipped.extend(cancel)
     pending = [j for j in jobs if _sendable(j)]
-    with recorder_for(engine) as recorder:
+    keeper = LeaseKeeper(
+        engine,
+        clock,
+        owner=owner,
+        ids=[j.delivery.id for j in pending],
+        seconds=settings.lease_seconds,
+    )
+    with keeper, recorder_for(engine) as recorder:
         batch = _Batch(
             settings=settings,
             clock=clock,
@@ -83,6 +92,7 @@ def send_batch(
             outcomes=outcomes,
             plan=plan,
             result=result,
+            lease=keeper,
         )
         _send_each(batch, pending)
     return result
@@ -100,14 +110,13 @@ class _Batch:
     outcomes: Outcomes
     plan: LessonPlan
     result: BatchResult
+    lease: LeaseKeeper
 
 
 def _send_each(batch: _Batch, pending: list[Job]) -> None:
     settings, clock, mailer, composer = batch.settings, batch.clock, batch.mailer, batch.composer
     recorder, outcomes, plan, result = batch.recorder, batch.outcomes, batch.plan, batch.result
-    owner = outcomes.owner
-    # Stop well inside the lease, so a slow batch never overlaps the worker that retries it.
-    deadline = clock.now() + timedelta(seconds=settings.lease_seconds / 2)
+    owner, lease = outcomes.owner, batch.lease
     ahead: bytes | Exception | None = None  # the next job's email, composed in the SMTP wait
     # The message the server accepted last, and when. Its "sent" write goes out while the server
     # reads the next MAIL command, and is waited for before the next message's data goes out,
@@ -128,20 +137,19 @@ def _send_each(batch: _Batch, pending: list[Job]) -> None:
         if accepted is not None:
             job, accepted, writing = accepted[0], None, False
             recorder.wait()
+            lease.done(job.delivery.id)
             result.sent.append(job.delivery.id)
 
     for index, job in enumerate(pending):
-        if clock.now() >= deadline:
-            record_accepted()
-            result.released = outcomes.release(
-                [j.delivery.id for j in pending[index:]], clock.now()
-            )
-            break
         delivery_id = job.delivery.id
         message = ahead if ahead is not None else _compose(composer, job)
         ahead = None
+        if not lease.holds(delivery_id):  # this worker stalled past the lease: it is another's
+            result.skipped.append(delivery_id)
+            continue
         if isinstance(message, Exception):  # a lesson that cannot render must not block the rest
             record_accepted()
+            lease.done(delivery_id)
             outcomes.finish([delivery_id], DeliveryStatus.FAILED, f"render: {message}")
             result.failed.append(delivery_id)
             continue
@@ -160,9 +168,11 @@ def _send_each(batch: _Batch, pending: list[Job]) -> None:
                 ahead = _compose(composer, pending[index + 1])
             mailer.finish()
         except PermanentError as exc:
+            lease.done(delivery_id)
             outcomes.bounce(job, clock.now(), exc)
             result.bounced.append(delivery_id)
         except TransientError as exc:
+            lease.done(delivery_id)
             if outcomes.retry(job, clock.now(), exc):
                 result.retried.append(delivery_id)
             else:
@@ -175,6 +185,8 @@ def _send_each(batch: _Batch, pending: list[Job]) -> None:
                     len(pending) - index - 1,
                 )
                 rest = [j.delivery.id for j in pending[index + 1 :]]
+                for handed_back in rest:
+                    lease.done(handed_back)
                 result.released = outcomes.release(rest, clock.now() + backoff(settings, 1))
                 break
         else:

@@ -12,7 +12,7 @@ from course.db import engine_for
 from course.queue import enqueue_sends, kick_tick
 from course.ratelimit import Limiter, RedisLimiter
 from course.settings import Settings, get_settings
-from course.web import errors
+from course.web import errors, openapi
 from course.web.routes import (
     confirm,
     health,
@@ -55,6 +55,7 @@ def create_app(
         },
     )
     errors.install(app)
+    openapi.install(app)
     for module in (
         signup,
         confirm,

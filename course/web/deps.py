@@ -27,6 +27,7 @@ from course.readers.personal_data import DATA_LINK_TTL
 from course.settings import Settings
 from course.tokens import Purpose, read_token
 from course.web.errors import Unsupported, too_large
+from course.web.openapi import ENROLL_FIELDS, PREFERENCE_FIELDS
 
 
 def _settings(request: Request) -> Settings:
@@ -102,6 +103,10 @@ async def _raw_body(request: Request) -> bytes:
 RawBodyDep = Annotated[bytes, Depends(_raw_body)]
 
 
+# Every field a route reads from a form or JSON body (course.web.openapi documents them).
+READ = frozenset(ENROLL_FIELDS) | frozenset(PREFERENCE_FIELDS) | {"lang", "website"}
+
+
 async def _fields(request: Request, settings: SettingsDep) -> dict[str, Any]:
     """Form or JSON fields, refusing bodies over the limit before reading them whole. Read here,
     on the event loop, so the route itself can be a plain function that runs on a thread."""
@@ -114,7 +119,9 @@ async def _fields(request: Request, settings: SettingsDep) -> dict[str, Any]:
             raise InvalidInput("The request body is not valid JSON.") from None
         if not isinstance(data, dict):
             raise InvalidInput('Send a JSON object with at least an "email" field.')
-        nested = sorted(k for k, v in data.items() if isinstance(v, dict | list))
+        # A field a route reads takes one value; anything else in the object is ignored, as
+        # an unknown form field is.
+        nested = sorted(k for k, v in data.items() if k in READ and isinstance(v, dict | list))
         if nested:
             raise InvalidInput(
                 f'Each field takes a single value, not a list or an object: "{nested[0]}".',

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from course.errors import (
     ConfigurationError,
@@ -110,6 +111,16 @@ def too_large() -> TooLarge:
     return TooLarge(_english("too_large"))
 
 
+def _methods_at(request: Request) -> list[str]:
+    """The methods some route takes at this request's address."""
+    found = []
+    for method in ("DELETE", "GET", "PATCH", "POST", "PUT"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            found.append(method)
+    return found
+
+
 def install(app: FastAPI) -> None:
     """Answer every error the app can meet."""
 
@@ -133,7 +144,11 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404:
             error = PageNotFound(_english("not_found"))
         elif exc.status_code == 405:
-            error = NotAllowed(_english("not_allowed"))
+            answer = await course_error(request, NotAllowed(_english("not_allowed")))
+            # Every method some route takes at this address (Starlette names only the first
+            # route's); HEAD goes without saying wherever GET does.
+            answer.headers["Allow"] = ", ".join(_methods_at(request))
+            return answer
         else:
             # No route raises other HTTP errors; keep the status if one ever does.
             answer = await course_error(request, CourseError(str(exc.detail)))

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -150,11 +151,16 @@ def test_a_worker_killed_mid_batch_loses_nothing(settings, smtp, mini_course, pr
     processes("beat")
     wait_for(lambda: sum(lesson_count(smtp).values()) >= 6, 30, "the first lessons to go out")
     os.killpg(worker.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
     worker.wait()
     sent_before_kill = sum(lesson_count(smtp).values())
     assert sent_before_kill < 90, "the worker finished before it could be killed"
     smtp.delay = 0
     processes("worker", name="rescuer", concurrency=2)
+    # What the dead worker held (and the tasks it had prefetched) reaches its readers once its
+    # lease runs out: within the lease and a tick or two, not minutes.
+    wait_for(lambda: set(lesson_count(smtp)) == set(readers), 30, "every reader's first lesson")
+    assert time.monotonic() - killed_at < LEASE + 5
     wait_for(
         lambda: all(lesson_count(smtp)[r] >= 3 for r in readers),
         60,

@@ -10,9 +10,11 @@ from course.models import EnrollmentStatus
 from course.readers.confirm import confirm
 from course.tokens import Purpose, make_token
 from course.web.deps import ClockDep, ConfirmLink, EngineDep, KickDep, SettingsDep
+from course.web.openapi import LINK, answers
 from course.web.pages import page
 
-router = APIRouter()
+# Every route here is opened by a reader's signed link.
+router = APIRouter(responses=answers(*LINK))
 
 
 @router.get("/confirm/{token}", response_class=HTMLResponse)

@@ -13,7 +13,28 @@ from course.web.routes.signup import open_courses
 router = APIRouter()
 
 
-@router.get("/health")
+_STATE = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string", "enum": ["ok", "unhealthy"]},
+        "database": {"type": "string"},
+        "courses": {"type": "string"},
+        "redis": {"type": "string"},
+    },
+    "required": ["status", "database", "redis"],
+}
+
+
+@router.get(
+    "/health",
+    responses={
+        200: {"description": "All is well", "content": {"application/json": {"schema": _STATE}}},
+        503: {
+            "description": "Something is not: each part says what, and what to run",
+            "content": {"application/json": {"schema": _STATE}},
+        },
+    },
+)
 def health(settings: SettingsDep, engine: EngineDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:

@@ -10,9 +10,11 @@ from course.errors import LinkEnded, TokenInvalid
 from course.readers.feedback import count, lesson_named
 from course.tokens import Purpose, read_token
 from course.web.deps import ClockDep, EngineDep, SettingsDep
+from course.web.openapi import LINK, answers
 from course.web.pages import page
 
-router = APIRouter()
+# Every route here is opened by a reader's signed link.
+router = APIRouter(responses=answers(*LINK))
 
 
 @router.get("/helpful/{token}/{answer}", response_class=HTMLResponse)

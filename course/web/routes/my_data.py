@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import Engine
 
 from course.db import session_scope
-from course.readers.personal_data import email_of, erase, export, request_data_link
+from course.readers.personal_data import email_of, erase_for_good, export, request_data_link
 from course.web.deps import (
     ClockDep,
     DataLink,
@@ -26,9 +26,11 @@ from course.web.deps import (
     client_address,
 )
 from course.web.errors import too_many
+from course.web.openapi import LINK, answers
 from course.web.pages import page
 
-router = APIRouter()
+# Every route here is opened by a reader's signed link.
+router = APIRouter(responses=answers(*LINK))
 PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 
@@ -42,7 +44,7 @@ def _export(engine: Engine, enrollment_id: int) -> dict[str, Any] | None:
         return export(session, email_of(session, enrollment_id))
 
 
-@router.post("/my-data/{token}/link", response_class=HTMLResponse)
+@router.post("/my-data/{token}/link", response_class=HTMLResponse, responses=answers(429))
 def ask_for_a_link(
     request: Request,
     *,
@@ -93,5 +95,6 @@ def ask_to_erase(request: Request, token: str, reader: DataLink) -> Response:
 @router.post("/my-data/{token}/erase", response_class=HTMLResponse)
 def erase_route(request: Request, reader: DataLink, engine: EngineDep) -> Response:
     with session_scope(engine) as session:
-        erase(session, email_of(session, reader.id))
+        email = email_of(session, reader.id)
+    erase_for_good(engine, email)
     return _private(page(request, "my_data.html", locale=reader.locale, state="erased"))

@@ -20,6 +20,7 @@ from course.db import session_scope
 from course.errors import InvalidInput
 from course.models import PAUSED_UNTIL_RESUMED, Enrollment, EnrollmentStatus, Subscriber
 from course.readers import preferences as prefs
+from course.readers.signup import send_hour, yes_or_no
 from course.render import long_date
 from course.schedule import zone
 from course.suppression import leave, unsubscribe
@@ -33,9 +34,11 @@ from course.web.deps import (
     Reader,
     SettingsDep,
 )
+from course.web.openapi import BODY, LINK, PREFERENCES_BODY, answers
 from course.web.pages import page, say
 
-router = APIRouter()
+# Every route here is opened by a reader's signed link.
+router = APIRouter(responses=answers(*LINK))
 PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 
@@ -150,7 +153,12 @@ def ask_to_resume(request: Request, *, token: str, reader: PreferencesLink) -> R
     return answer
 
 
-@router.post("/preferences/{token}", response_class=HTMLResponse)
+@router.post(
+    "/preferences/{token}",
+    response_class=HTMLResponse,
+    responses={303: {"description": "Saved: back to the page"}, **answers(*BODY)},
+    openapi_extra=PREFERENCES_BODY,
+)
 def change(
     request: Request,
     *,
@@ -176,11 +184,10 @@ def change(
                 days = _int(data.get("pace"), "pace", "choice")
                 prefs.set_pace(*args, enrollment_id=reader.id, days=days)
             elif action == "time":
-                hour = _int(data.get("send_hour"), "send_hour", "send_hour")
                 prefs.set_delivery_time(
                     *args,
                     enrollment_id=reader.id,
-                    send_hour=9 if hour is None else hour,
+                    send_hour=send_hour(data.get("send_hour")),
                     time_zone=str(data.get("time_zone") or "UTC"),
                 )
             elif action == "dates":
@@ -192,7 +199,9 @@ def change(
                 )
             elif action == "discreet":
                 prefs.set_discreet(
-                    *args, enrollment_id=reader.id, discreet=bool(data.get("discreet"))
+                    *args,
+                    enrollment_id=reader.id,
+                    discreet=yes_or_no(data.get("discreet"), "discreet"),
                 )
             elif action == "language":
                 locale = str(data.get("locale") or "")

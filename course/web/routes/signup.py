@@ -32,6 +32,7 @@ from course.web.deps import (
 )
 from course.web.errors import not_open, status_of, too_many
 from course.web.i18n import consent_wording
+from course.web.openapi import ENROLL_ANSWERS, ENROLL_BODY, answers
 from course.web.pages import page, page_locale, say, wants_json
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def signup_page(
     )
 
 
-@router.get("/", response_class=HTMLResponse)
+@router.get("/", response_class=HTMLResponse, responses=answers(503))
 def home(request: Request, settings: SettingsDep, engine: EngineDep) -> HTMLResponse:
     courses = open_courses(engine, settings)
     if not courses:
@@ -92,7 +93,7 @@ def home(request: Request, settings: SettingsDep, engine: EngineDep) -> HTMLResp
     return signup_page(request, courses)
 
 
-@router.post("/enroll")
+@router.post("/enroll", status_code=202, responses=ENROLL_ANSWERS, openapi_extra=ENROLL_BODY)
 def enroll_route(
     request: Request,
     *,
@@ -110,6 +111,8 @@ def enroll_route(
         raise too_many()
     form_lang = str(data.get("lang") or "")
     try:
+        if data.get("locale") not in (None, "", *i18n.LOCALES):
+            raise InvalidInput(i18n.catalog("en")["errors.locale"], "locale", "locale")
         req = replace(
             EnrollRequest.parse(data, settings.default_sequence),
             consent_source="api" if as_json else "form",

@@ -10,9 +10,11 @@ from course.errors import LinkEnded
 from course.models import Enrollment, EnrollmentStatus
 from course.readers.preferences import start_aftercare
 from course.web.deps import ClockDep, EngineDep, SettingsDep, StageLink
+from course.web.openapi import LINK, answers
 from course.web.pages import page
 
-router = APIRouter()
+# Every route here is opened by a reader's signed link.
+router = APIRouter(responses=answers(*LINK))
 
 
 def _state(enrollment: Enrollment | None, asked: bool) -> str:

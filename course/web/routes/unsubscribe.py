@@ -8,9 +8,11 @@ from fastapi.responses import HTMLResponse
 from course.db import session_scope
 from course.suppression import unsubscribe
 from course.web.deps import ClockDep, EngineDep, UnsubscribeLink
+from course.web.openapi import LINK, answers
 from course.web.pages import page
 
-router = APIRouter()
+# Every route here is opened by a reader's signed link.
+router = APIRouter(responses=answers(*LINK))
 
 
 @router.get("/unsubscribe/{token}", response_class=HTMLResponse)

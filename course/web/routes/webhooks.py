@@ -15,9 +15,16 @@ from course.errors import InvalidInput
 from course.suppression import Report, report
 from course.web.deps import ClockDep, EngineDep, RawBodyDep, SettingsDep
 from course.web.errors import PageNotFound
+from course.web.openapi import answers, json_body
 from course.web.webhooks import mailgun, sendgrid
 
 router = APIRouter(prefix="/webhooks")
+# What a call changed: the reports it carried, and how many addresses are now suppressed.
+_TAKEN = {
+    "type": "object",
+    "properties": {"reports": {"type": "integer"}, "suppressed": {"type": "integer"}},
+    "required": ["reports", "suppressed"],
+}
 
 
 def _json(raw: bytes) -> Any:
@@ -48,7 +55,14 @@ def _take(
     return JSONResponse({"reports": len(found), "suppressed": suppressed})
 
 
-@router.post("/mailgun")
+@router.post(
+    "/mailgun",
+    responses={
+        200: {"description": "Taken", "content": {"application/json": {"schema": _TAKEN}}},
+        **answers(401, 404, 413, 422),
+    },
+    openapi_extra=json_body({"type": "object", "description": "Mailgun's signed event"}),
+)
 def from_mailgun(
     raw: RawBodyDep, *, settings: SettingsDep, clock: ClockDep, engine: EngineDep
 ) -> JSONResponse:
@@ -61,7 +75,30 @@ def from_mailgun(
     return _take(mailgun.reports(body), settings=settings, clock=clock, engine=engine)
 
 
-@router.post("/sendgrid")
+@router.post(
+    "/sendgrid",
+    responses={
+        200: {"description": "Taken", "content": {"application/json": {"schema": _TAKEN}}},
+        **answers(401, 404, 413, 422),
+    },
+    openapi_extra={
+        **json_body({"type": "array", "description": "SendGrid's events", "items": {}}),
+        "parameters": [
+            {
+                "name": sendgrid.SIGNATURE,
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string"},
+            },
+            {
+                "name": sendgrid.TIMESTAMP,
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string"},
+            },
+        ],
+    },
+)
 def from_sendgrid(
     request: Request,
     raw: RawBodyDep,

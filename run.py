@@ -3,8 +3,9 @@
 
     python3 run.py dev     # install into .venv if needed, then run the whole service
     python3 run.py test    # install into .venv if needed, then run the test suite
+    python3 run.py course lessons check lessons/family-guide    # any `course` command
 
-Anything after the command is passed on (to `course dev` or to pytest).
+Anything after the command is passed on (to `course dev`, to pytest, or to `course`).
 """
 
 from __future__ import annotations
@@ -57,16 +58,20 @@ def ensure_installed() -> None:
 
 
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("dev", "test"):
+    if len(sys.argv) < 2 or sys.argv[1] not in ("dev", "test", "course"):
         print(__doc__)
         return 2
     ensure_installed()
     command, rest = sys.argv[1], sys.argv[2:]
     if command == "dev":
         argv = [str(BIN / "course"), "dev", *rest]
+    elif command == "course":
+        argv = [str(BIN / "course"), *rest]
     else:
         argv = [str(BIN / "python"), "-m", "pytest", *rest]
-    os.chdir(ROOT)
+    # A `course` command reads the paths it is given from the folder it was typed in.
+    if command != "course":
+        os.chdir(ROOT)
     sys.stdout.flush()
     if os.name == "nt":  # no exec there that keeps the process
         return subprocess.run(argv).returncode

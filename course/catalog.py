@@ -16,8 +16,8 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from course.errors import UnknownSequence
-from course.models import Lesson, SequenceVersion, row_id
-from course.plan import Step
+from course.models import Lesson, OfferedCourse, SequenceVersion, row_id
+from course.plan import AFTER_CONVERSATION, Step
 
 # Which published version a reader's row points at. The content hash and publication time are
 # part of the key because a database recreated or restored under running workers can hand out
@@ -134,15 +134,33 @@ def latest_version(session: Session, slug: str) -> SequenceVersion:
     return version
 
 
-def published(session: Session) -> list[tuple[SequenceVersion, int]]:
-    """The newest version of every sequence with its number of lessons."""
+@dataclass(frozen=True)
+class Offer:
+    """A published course as the sign-up page describes it."""
+
+    version: SequenceVersion
+    lessons: int  # every reader gets these (a check-in only goes to readers who set a date)
+    days: int  # from the first lesson to the last, at the course's own pace
+
+    @property
+    def weeks(self) -> int:
+        return max(1, round(self.days / 7))
+
+
+def published(session: Session) -> list[Offer]:
+    """The newest version of every sequence, with its size."""
     newest = (
         select(col(SequenceVersion.slug), func.max(col(SequenceVersion.version)).label("v"))
         .group_by(col(SequenceVersion.slug))
         .subquery()
     )
+    everyone = col(Lesson.anchor) != AFTER_CONVERSATION
     rows = session.exec(
-        select(SequenceVersion, func.count(col(Lesson.id)))
+        select(
+            SequenceVersion,
+            func.count(col(Lesson.id)).filter(everyone),
+            func.coalesce(func.sum(col(Lesson.delay_days)).filter(everyone), 0),
+        )
         .join(
             newest,
             (newest.c.slug == col(SequenceVersion.slug))
@@ -152,22 +170,30 @@ def published(session: Session) -> list[tuple[SequenceVersion, int]]:
         .group_by(col(SequenceVersion.id))
         .order_by(col(SequenceVersion.slug))
     ).all()
-    return [(v, n) for v, n in rows]
+    return [Offer(v, int(n), int(days)) for v, n, days in rows]
 
 
 def offered(
     session: Session, sequences: dict[str, str], default_sequence: str
-) -> dict[str, tuple[SequenceVersion, int]]:
-    """locale -> (newest version, lesson count) of each course the sign-up page offers: the
-    one `sequences` names for that language, if it is published in that language, and the
-    default course in its own language."""
-    courses = {v.slug: (v, n) for v, n in published(session)}
-    chosen = {
-        locale: courses[slug]
-        for locale, slug in sequences.items()
-        if slug in courses and courses[slug][0].locale == locale
-    }
+) -> dict[str, list[Offer]]:
+    """locale -> the courses the sign-up page offers in it, in order. Staff choose them
+    (OfferedCourse); until they have, the one `sequences` names for each language, if it is
+    published in that language, and the default course in its own language."""
+    courses = {o.version.slug: o for o in published(session)}
+    picked = session.exec(
+        select(OfferedCourse).order_by(col(OfferedCourse.locale), col(OfferedCourse.position))
+    ).all()
+    chosen: dict[str, list[Offer]] = {}
+    if picked:
+        for row in picked:
+            offer = courses.get(row.slug)
+            if offer is not None and offer.version.locale == row.locale:
+                chosen.setdefault(row.locale, []).append(offer)
+        return chosen
+    for locale, slug in sequences.items():
+        if slug in courses and courses[slug].version.locale == locale:
+            chosen[locale] = [courses[slug]]
     default = courses.get(default_sequence)
-    if default and default[0].locale not in chosen:
-        chosen[default[0].locale] = default
+    if default and default.version.locale not in chosen:
+        chosen[default.version.locale] = [default]
     return chosen

@@ -114,6 +114,11 @@ class SequenceVersion(SQLModel, table=True):
     sender_name: str = Field(max_length=80)
     content_hash: str = Field(max_length=64)
     published_at: datetime = _ts(nullable=False)
+    # The clinical sign-off this version was published with (empty for files published from
+    # the command line): who, when, and by when it must be read again.
+    reviewed_by: str = Field(default="", max_length=254)
+    reviewed_at: datetime | None = _ts()
+    review_by: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
 
 
 class Lesson(SQLModel, table=True):
@@ -190,7 +195,11 @@ class Delivery(SQLModel, table=True):
     """One email that must go out exactly once. The row exists before anything is enqueued."""
 
     __table_args__ = (
-        UniqueConstraint("enrollment_id", "kind", "position"),
+        # The version is part of it: a reader moved to a new version gets its position 5 even
+        # after the old version's position 5 went out.
+        UniqueConstraint(
+            "enrollment_id", "kind", "version_id", "position", name="uq_delivery_per_version"
+        ),
         Index("ix_delivery_pending", "status", "lease_until"),
         NO_REUSE,
     )
@@ -199,6 +208,9 @@ class Delivery(SQLModel, table=True):
     # Looked up through the unique constraint above, whose first column it is.
     enrollment_id: int = Field(foreign_key="enrollment.id")
     kind: str = Field(max_length=16)
+    # The version whose lesson (or wording, for other emails) this is: what the row was claimed
+    # for is what is sent, even if the reader moves to a newer version meanwhile.
+    version_id: int = Field(foreign_key="sequence_version.id")
     # Lesson position for lessons; the n-th confirmation request for confirmations.
     position: int
     message_id: str = Field(max_length=200, unique=True)
@@ -238,3 +250,151 @@ class LessonFeedback(SQLModel, table=True):
     position: int
     helpful: int = 0
     not_helpful: int = 0
+
+
+# --- staff ------------------------------------------------------------------------------------
+
+
+class StaffRole(StrEnum):
+    EDITOR = "editor"  # writes drafts
+    REVIEWER = "reviewer"  # signs drafts off (never their own) and publishes
+    ADMIN = "admin"  # all of that, and manages staff and tokens
+
+
+class StaffMember(SQLModel, table=True):
+    __tablename__ = "staff_member"
+    __table_args__ = (NO_REUSE,)
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=254, unique=True)
+    name: str = Field(default="", max_length=80)
+    role: str = Field(default=StaffRole.EDITOR, max_length=16)
+    created_at: datetime = _ts(nullable=False)
+    disabled_at: datetime | None = _ts()
+
+
+class StaffSignIn(SQLModel, table=True):
+    """A one-time sign-in link sent by email: only a hash of its secret is kept, and it works
+    once, for a short while."""
+
+    __tablename__ = "staff_sign_in"
+
+    id: int | None = Field(default=None, primary_key=True)
+    staff_id: int = Field(foreign_key="staff_member.id", index=True)
+    secret_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = _ts(nullable=False)
+    expires_at: datetime = _ts(nullable=False)
+    used_at: datetime | None = _ts()
+
+
+class StaffSession(SQLModel, table=True):
+    """A signed-in browser: the cookie holds the secret, the row only its hash."""
+
+    __tablename__ = "staff_session"
+
+    id: int | None = Field(default=None, primary_key=True)
+    staff_id: int = Field(foreign_key="staff_member.id", index=True)
+    secret_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = _ts(nullable=False)
+    expires_at: datetime = _ts(nullable=False)
+    ended_at: datetime | None = _ts()
+
+
+class ApiToken(SQLModel, table=True):
+    """A token for the staff API, acting as the staff member who made it; stored hashed."""
+
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=80)
+    staff_id: int = Field(foreign_key="staff_member.id", index=True)
+    secret_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = _ts(nullable=False)
+    last_used_at: datetime | None = _ts()
+    revoked_at: datetime | None = _ts()
+
+
+class AuditEntry(SQLModel, table=True):
+    """Every staff action: who, what, on what, when."""
+
+    __tablename__ = "audit_entry"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _ts(nullable=False, index=True)
+    # "staff:<email>", "token:<name> (<email>)" or "cli": kept as text, so the entry stays
+    # readable after the staff member is removed.
+    actor: str = Field(max_length=400)
+    action: str = Field(max_length=64)
+    target: str = Field(default="", max_length=200)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class DraftState(StrEnum):
+    DRAFT = "draft"  # being written
+    IN_REVIEW = "in_review"  # submitted: waiting for a reviewer
+    RETURNED = "returned"  # sent back with a comment
+    SIGNED_OFF = "signed_off"  # a reviewer other than the author signed it off: publishable
+    PUBLISHED = "published"
+
+
+class SequenceDraft(SQLModel, table=True):
+    """A course being written in the browser: what `sequence.toml` says, plus its review."""
+
+    __tablename__ = "sequence_draft"
+    __table_args__ = (NO_REUSE,)
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(max_length=64, index=True)
+    # The published version it was started from (None for a new course): the review's diff.
+    based_on_version_id: int | None = Field(default=None, foreign_key="sequence_version.id")
+    title: str = Field(max_length=200)
+    description: str = ""
+    locale: str = Field(default="en", max_length=8)
+    sender_name: str = Field(max_length=80)
+    # The checker's settings of sequence.toml: max_grade, min_ease, allow_revealing_subjects.
+    options: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    state: str = Field(default=DraftState.DRAFT, max_length=16)
+    author_id: int = Field(foreign_key="staff_member.id")
+    created_at: datetime = _ts(nullable=False)
+    updated_at: datetime = _ts(nullable=False)
+    submitted_at: datetime | None = _ts()
+    reviewer_id: int | None = Field(default=None, foreign_key="staff_member.id")
+    reviewed_at: datetime | None = _ts()
+    review_by: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    review_comment: str = ""
+    published_version_id: int | None = Field(default=None, foreign_key="sequence_version.id")
+
+
+class LessonDraft(SQLModel, table=True):
+    """One lesson of a draft: its front matter as fields, its body as Markdown."""
+
+    __tablename__ = "lesson_draft"
+    __table_args__ = (UniqueConstraint("draft_id", "position"), NO_REUSE)
+
+    id: int | None = Field(default=None, primary_key=True)
+    draft_id: int = Field(foreign_key="sequence_draft.id")
+    position: int
+    key: str = Field(max_length=64)
+    subject: str = Field(default="", max_length=200)
+    preheader: str = Field(default="", max_length=300)
+    heading: str = Field(default="", max_length=120)
+    delay_days: int = 0
+    module: str = Field(default="recognize", max_length=32)
+    never_skip: bool = _flag()
+    anchor: str = Field(default="", max_length=32)
+    body: str = ""
+    sources: list[dict[str, str]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+
+
+class OfferedCourse(SQLModel, table=True):
+    """The courses the sign-up page offers, per language, in order (chosen by staff; until any
+    is chosen, COURSE_SEQUENCES says)."""
+
+    __tablename__ = "offered_course"
+    __table_args__ = (PrimaryKeyConstraint("locale", "slug"),)
+
+    locale: str = Field(max_length=8)
+    slug: str = Field(max_length=64)
+    position: int = 0

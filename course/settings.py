@@ -14,12 +14,28 @@ from course.errors import ConfigurationError
 DEV_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+# Where `course dev` keeps its SQLite database, inside the project folder.
+DEV_DATABASE = Path(".dev") / "homeward.db"
+# The database when COURSE_DATABASE_URL is unset and no `course dev` database is found.
+FALLBACK_DATABASE_URL = "sqlite:///homeward.db"
+
+
+def default_database_url() -> str:
+    """The database when COURSE_DATABASE_URL is not set: the one `course dev` made, found in the
+    current folder or a folder above it (as git finds its repository), so that a command typed
+    beside a running dev service, or after one, works on the same data; if there is none,
+    homeward.db in the current folder."""
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        if (folder / DEV_DATABASE).is_file():
+            return f"sqlite:///{folder / DEV_DATABASE}"
+    return FALLBACK_DATABASE_URL
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COURSE_", extra="ignore")
 
-    database_url: str = "sqlite:///homeward.db"
+    database_url: str = Field(default_factory=default_database_url)
     # Unset: the project starts its own private redis-server (see course.cli.embedded_redis).
     redis_url: str | None = None
     smtp_url: str = "smtp://127.0.0.1:8025"
@@ -60,6 +76,9 @@ class Settings(BaseSettings):
     # Per email address, from any client: sign-ups (and so confirmation resends) for one address.
     signup_address_rate: str = "5/hour;10/day"
     data_link_rate: str = "5/hour;20/day"
+    # Staff sign-in links asked for, per client and per address.
+    staff_sign_in_rate: str = "30/hour;200/day"  # a centre's staff may share one address
+    staff_sign_in_address_rate: str = "5/hour;20/day"
     # Confirmation emails to one address a day, whoever asks: the form cannot flood an inbox.
     confirmations_per_day: int = 3
     # Unconfirmed sign-ups are purged after this many days.

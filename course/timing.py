@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import date, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col
 
 from course.clock import as_utc
-from course.models import Delivery, DeliveryKind, DeliveryStatus
+from course.models import Delivery, DeliveryKind, DeliveryStatus, Enrollment, Lesson
 from course.plan import Calendar, Next, Preferences, Step, next_lesson
 
 
@@ -71,21 +72,82 @@ def calendar(
 _DONE = (DeliveryStatus.SENT, DeliveryStatus.CANCELLED)
 
 
-def history(session: Session, enrollment_id: int) -> tuple[int, datetime | None, frozenset[int]]:
-    """(the last lesson sent, when, every lesson behind the reader) for an enrollment; (0, None,
-    ...) before the first."""
-    rows = session.execute(
-        select(col(Delivery.position), col(Delivery.status), col(Delivery.sent_at)).where(
-            col(Delivery.enrollment_id) == enrollment_id,
+def _done(enrollment_ids: Collection[int]) -> Select[*tuple[Any, ...]]:
+    """(enrollment, position in its current version, status, sent at) of every lesson behind
+    these enrollments. A reader may have had a lesson under an earlier version of the course:
+    it is found by its key in the version they are on now (None: that version has no such
+    lesson any more, and it cannot be sent again)."""
+    had, now = aliased(Lesson), aliased(Lesson)
+    return (
+        select(
+            col(Delivery.enrollment_id),
+            col(now.position),
+            col(Delivery.status),
+            col(Delivery.sent_at),
+        )
+        .join(Enrollment, col(Enrollment.id) == col(Delivery.enrollment_id))
+        .join(
+            had,
+            (col(had.version_id) == col(Delivery.version_id))
+            & (col(had.position) == col(Delivery.position)),
+        )
+        .outerjoin(
+            now,
+            (col(now.version_id) == col(Enrollment.version_id)) & (col(now.key) == col(had.key)),
+        )
+        .where(
+            col(Delivery.enrollment_id).in_(enrollment_ids),
             col(Delivery.kind) == DeliveryKind.LESSON,
             col(Delivery.status).in_(_DONE),
         )
-    ).all()
-    sent = [(p, as_utc(t)) for p, status, t in rows if status == DeliveryStatus.SENT and t]
+    )
+
+
+def history(session: Session, enrollment_id: int) -> tuple[int, datetime | None, frozenset[int]]:
+    """(the last lesson sent, when, every lesson behind the reader) for an enrollment, as
+    positions in the version it is on; (0, None, ...) before the first. The time is that of the
+    last email sent even if its lesson is gone from the course (0 then): the next one counts
+    its delay from it."""
+    rows = session.execute(_done([enrollment_id])).all()
+    sent = [(p or 0, as_utc(t)) for _, p, status, t in rows if status == DeliveryStatus.SENT and t]
+    done = frozenset(p for _, p, _, _ in rows if p is not None)
     if not sent:
-        return 0, None, frozenset(p for p, _, _ in rows)
+        return 0, None, done
     last, at = max(sent, key=lambda r: r[1])
-    return last, at, frozenset(p for p, _, _ in rows)
+    return last, at, done
+
+
+def keys_behind(session: Session, enrollment_id: int) -> frozenset[str]:
+    """The keys of every lesson behind the reader, in whichever version they had it (moving a
+    reader to a new version needs those its own version no longer has: one may come back)."""
+    had = aliased(Lesson)
+    return frozenset(
+        session.execute(
+            select(col(had.key))
+            .join(
+                Delivery,
+                (col(had.version_id) == col(Delivery.version_id))
+                & (col(had.position) == col(Delivery.position)),
+            )
+            .where(
+                col(Delivery.enrollment_id) == enrollment_id,
+                col(Delivery.kind) == DeliveryKind.LESSON,
+                col(Delivery.status).in_(_DONE),
+            )
+        ).scalars()
+    )
+
+
+def behind(session: Session, enrollment_ids: Collection[int]) -> dict[int, frozenset[int]]:
+    """Every lesson behind each of these enrollments, as positions in the version it is on
+    (one query)."""
+    if not enrollment_ids:
+        return {}
+    found: dict[int, set[int]] = {e: set() for e in enrollment_ids}
+    for enrollment_id, position, _, _ in session.execute(_done(enrollment_ids)):
+        if position is not None:
+            found[enrollment_id].add(position)
+    return {e: frozenset(p) for e, p in found.items()}
 
 
 def replanned(

@@ -12,6 +12,8 @@ import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from jinja2.exceptions import SecurityError
+
 from course.authoring import readability, wording
 from course.authoring.load import (
     DEFAULT_LANGUAGE_DIR,
@@ -23,6 +25,7 @@ from course.authoring.load import (
 from course.errors import LessonInvalid
 from course.front_matter import field_line
 from course.render import (
+    LESSON_NAMES,
     NAME_STAND_IN,
     PERSONA_VALUES,
     Layout,
@@ -96,6 +99,13 @@ def render_all(sequence: SequenceSpec, layout: Layout) -> list[LessonReport]:
                             f"{persona}: write {{{{ first_name }}}} as it is"
                         )
                         break
+            except SecurityError as exc:
+                line = _template_line(exc, lesson)
+                problems.append(
+                    f"{lesson.path}:{line}: reaches inside the system ({exc}), which a lesson may "
+                    f"not do: use only {', '.join(sorted(LESSON_NAMES))}"
+                )
+                break
             except Exception as exc:  # a template can fail in any way at run time
                 line = _template_line(exc, lesson)
                 problems.append(f"{lesson.path}:{line}: fails to render for {persona}: {exc}")

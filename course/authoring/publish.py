@@ -1,5 +1,6 @@
 """Publish a checked sequence as a new version in the database. A published version never
-changes: a change is published as a new version."""
+changes: a change is published as a new version, and the readers in the middle of the course
+move onto it (course.versions)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from course.catalog import newest_version
 from course.clock import Clock
 from course.models import Lesson, SequenceVersion, row_id
 from course.render import compile_lesson
+from course.versions import move_readers
 
 
 def publish(session: Session, sequence: SequenceSpec, clock: Clock) -> tuple[SequenceVersion, bool]:
-    """Store `sequence` as its next version; (version, created). Publishing unchanged content
-    again returns the current version instead of making a copy."""
+    """Store `sequence` as its next version and move the course's readers onto it; (version,
+    created). Publishing unchanged content again returns the current version instead of making
+    a copy."""
     latest = newest_version(session, sequence.slug)
     if latest is not None and latest.content_hash == sequence.content_hash:
         return latest, False
@@ -49,4 +52,7 @@ def publish(session: Session, sequence: SequenceSpec, clock: Clock) -> tuple[Seq
     )
     for lesson in sequence.lessons:
         compile_lesson(lesson.body)  # fail now, not in a worker, if the template cannot compile
+    session.flush()
+    # In the same transaction: if publishing fails, nobody has moved.
+    move_readers(session, slug=sequence.slug, to_version_id=row_id(version), now=clock.now())
     return version, True

@@ -11,14 +11,17 @@ import sys
 
 from course.errors import CourseError, LessonInvalid
 from course.render import Layout
-from course.settings import PROJECT_ROOT, Settings, get_settings
+from course.settings import DEV_DATABASE, PROJECT_ROOT, Settings, get_settings
 
 
 def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from course.cli.database import announce
     from course.web import create_app
 
+    # No schema check: until it is migrated the app answers 503 and /health says what to run.
+    announce(settings)
     if settings.dev:
         print(
             "COURSE_DEV is set: development mode. The safety checks are off and /dev/mailbox"
@@ -34,6 +37,7 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     """Everything on embedded defaults: SQLite, a private Redis, a mail catcher, web, worker, beat."""
+    from course.cli.database import DEV, FROM_ENVIRONMENT, announce
     from course.cli.devsmtp import start_catcher
     from course.cli.embedded_redis import EmbeddedRedis, free_port
     from course.cli.shutdown import Shutdown
@@ -54,9 +58,11 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
             os.environ["COURSE_REDIS_URL"] = redis.url
         smtp_port = free_port()
         base_url = f"http://{args.host}:{args.port}"
+        chosen = FROM_ENVIRONMENT if os.environ.get("COURSE_DATABASE_URL") else DEV
         defaults = {
             "COURSE_DEV": "1",
-            "COURSE_DATABASE_URL": f"sqlite:///{dev_dir / 'homeward.db'}",
+            # The commands typed beside it find this file (course.settings.default_database_url).
+            "COURSE_DATABASE_URL": f"sqlite:///{PROJECT_ROOT / DEV_DATABASE}",
             "COURSE_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
             "COURSE_BASE_URL": base_url,
             "COURSE_POSTAL_ADDRESS": "Homeward (development), 1 Example Street, Springfield",
@@ -69,6 +75,7 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         get_settings.cache_clear()
         settings = get_settings()
         catcher = start_catcher(settings.dev_mailbox, port=smtp_port)
+        announce(settings, chosen)
 
         from course.authoring import check, publish
         from course.clock import SystemClock

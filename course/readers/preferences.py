@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from course import catalog, timing
+from course import catalog, timing, versions
 from course.clock import Clock, as_utc
 from course.errors import InvalidInput, LinkEnded
 from course.models import (
@@ -338,15 +338,17 @@ def paused(enrollment: Enrollment, now: datetime) -> bool:
 
 def replan_waiting(engine: Engine, settings: Settings, clock: Clock, *, limit: int) -> int:
     """Plan the next lesson of readers who changed a preference while a lesson was in flight,
-    now that it has gone (the tick runs this). A reader whose lesson is still in flight, or
-    gave up after repeated errors (it holds the course until an operator retries it), waits.
-    Returns how many were planned."""
+    now that it has gone (the tick runs this), and of readers a new version of their course
+    left to move from their own history (course.versions): moved first, then planned. A reader
+    whose lesson is still in flight, or gave up after repeated errors (it holds the course
+    until an operator retries it), waits. Returns how many were planned."""
     now = clock.now()
     held = (
         select(col(Delivery.id))
         .where(
             col(Delivery.enrollment_id) == col(Enrollment.id),
             col(Delivery.kind) == DeliveryKind.LESSON,
+            col(Delivery.version_id) == col(Enrollment.version_id),
             col(Delivery.position) == col(Enrollment.next_position),
             col(Delivery.status) != DeliveryStatus.SENT,
         )
@@ -371,6 +373,7 @@ def replan_waiting(engine: Engine, settings: Settings, clock: Clock, *, limit: i
             if subscriber is None:
                 continue
             change = Change(session, settings, now, enrollment, subscriber)
+            versions.move_one(session, enrollment, now=now)
             enrollment.replan = False
             enrollment.next_due_at = now  # idle for planning: replan() sets the real time
             change.replan(catch_up=True)

@@ -9,8 +9,9 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from course.clock import as_utc
+from course.errors import LinkEnded
 from course.message import new_message_id
-from course.models import Delivery, DeliveryKind, row_id
+from course.models import Delivery, DeliveryKind, Enrollment, row_id
 from course.settings import Settings
 
 # A second confirmation (or data-link) email for the same enrollment is not sent sooner than this.
@@ -30,9 +31,14 @@ def throttled_delivery(
     count, last_at = last[0] or 0, last[1]
     if last_at is not None and now - as_utc(last_at) < RESEND_AFTER:
         return []
+    enrollment = session.get(Enrollment, enrollment_id)
+    if enrollment is None:
+        raise LinkEnded()
     delivery = Delivery(
         enrollment_id=enrollment_id,
         kind=kind,
+        # Worded as the course the reader is on now says (its title, sender name, language).
+        version_id=enrollment.version_id,
         position=count + 1,
         message_id=new_message_id(
             kind.value, enrollment_id, count + 1, domain=settings.message_domain

@@ -10,6 +10,7 @@
 from course.sending.batch import BatchResult, send_batch
 from course.sending.compose import Composer
 from course.sending.dispatch import tick
-from course.sending.mailer import Mailer, SmtpTarget
+from course.sending.mailer import Mailer
+from course.smtp import SmtpTarget
 
 __all__ = ["BatchResult", "Composer", "Mailer", "SmtpTarget", "send_batch", "tick"]

@@ -77,6 +77,10 @@ def release_expired(engine: Engine, settings: Settings, clock: Clock, *, limit: 
         return [i for i in session.execute(stmt).scalars() if i is not None]
 
 
+# What a claimed enrollment's delivery row is made of, besides its id.
+_CLAIMED = (col(Enrollment.next_position), col(Enrollment.version_id))
+
+
 def claim_due(engine: Engine, settings: Settings, clock: Clock, *, limit: int) -> list[int]:
     """Turn due enrollments into delivery rows, in one transaction; return the new delivery ids.
 
@@ -99,7 +103,7 @@ def claim_due(engine: Engine, settings: Settings, clock: Clock, *, limit: int) -
         update(Enrollment)
         .where(col(Enrollment.id).in_(due.scalar_subquery()))
         .values(next_due_at=None)
-        .returning(col(Enrollment.id), col(Enrollment.next_position))
+        .returning(col(Enrollment.id), *_CLAIMED)
     )
     lease_until = now + timedelta(seconds=settings.lease_seconds)
 
@@ -109,6 +113,9 @@ def claim_due(engine: Engine, settings: Settings, clock: Clock, *, limit: int) -
         row = {
             "enrollment_id": enrollment_id,
             "kind": literal(kind),
+            # The lesson of the version the reader is on now: sent as claimed, whatever is
+            # published before it goes out.
+            "version_id": claimed.c.version_id,
             "position": position,
             "message_id": _message_id_sql(
                 engine,
@@ -137,12 +144,12 @@ def claim_due(engine: Engine, settings: Settings, clock: Clock, *, limit: int) -
             # SQLite has no UPDATE inside WITH: the claimed ids come back and go in again as one
             # JSON parameter (one parameter per id would meet SQLite's limit of 32,766 with a
             # large COURSE_CLAIM_BATCH).
-            ids = [eid for eid, _ in conn.execute(claim)]
+            ids = list(conn.execute(claim).scalars())
             if not ids:
                 return []
             listed = func.json_each(json.dumps(ids)).table_valued("value")
             claimed = (
-                select(col(Enrollment.id), col(Enrollment.next_position))
+                select(col(Enrollment.id), *_CLAIMED)
                 .where(col(Enrollment.id).in_(select(listed.c.value)))
                 .subquery()
             )

@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlmodel import Session, col
 
-from course import catalog
+from course import catalog, timing
 from course.catalog import VERSION_KEY_COLUMNS, LessonPlan
 from course.clock import Clock
 from course.db import read_only
@@ -50,6 +50,8 @@ from course.settings import Settings
 class DeliveryRow:
     id: int
     kind: str
+    # The version and lesson it was claimed for (the reader may be on a newer version by now).
+    version_id: int
     position: int
     attempts: int
     message_id: str
@@ -99,7 +101,7 @@ class Job:
     delivery: DeliveryRow
     enrollment: EnrollmentRow
     subscriber: SubscriberRow
-    version: SequenceVersion
+    version: SequenceVersion  # the delivery's version
     lesson: Lesson | None
     # First lesson of the aftercare module after this one, if the sequence has one.
     aftercare_from: int | None = None
@@ -190,7 +192,7 @@ def _claim_and_load() -> Select[Any]:
         .select_from(claimed)
         .join(Enrollment, col(Enrollment.id) == claimed.c.enrollment_id)
         .join(Subscriber, col(Subscriber.id) == col(Enrollment.subscriber_id))
-        .join(SequenceVersion, col(SequenceVersion.id) == col(Enrollment.version_id))
+        .join(SequenceVersion, col(SequenceVersion.id) == claimed.c.version_id)
         .order_by(claimed.c.id)
     )
 
@@ -216,7 +218,7 @@ def load_jobs(session: Session, ids: list[int]) -> tuple[list[Job], LessonPlan]:
         select(*_JOB_COLUMNS)
         .join(Enrollment, col(Enrollment.id) == col(Delivery.enrollment_id))
         .join(Subscriber, col(Subscriber.id) == col(Enrollment.subscriber_id))
-        .join(SequenceVersion, col(SequenceVersion.id) == col(Enrollment.version_id))
+        .join(SequenceVersion, col(SequenceVersion.id) == col(Delivery.version_id))
         .where(col(Delivery.id).in_(ids))
         .order_by(col(Delivery.id))
     )
@@ -231,35 +233,20 @@ def _jobs(session: Session, result: Iterable[Any]) -> tuple[list[Job], LessonPla
     ]
     versions = catalog.versions(session, (tuple(key) for *_, key in rows))
     plan = LessonPlan.of(versions.values())
-    sent = _sent_lessons(session, [e.id for _, e, _, _ in rows if e.reordered])
+    # The lessons each reordered reader has had (one query, only for them).
+    sent = timing.behind(session, [e.id for _, e, _, _ in rows if e.reordered])
     jobs = [
         Job(
             d,
             e,
             s,
-            versions[e.version_id].version,
-            versions[e.version_id].lessons.get(d.position)
+            versions[d.version_id].version,
+            versions[d.version_id].lessons.get(d.position)
             if d.kind == DeliveryKind.LESSON
             else None,
-            plan.aftercare_after(e.version_id, d.position),
-            sent.get(e.id) if e.reordered else None,
+            plan.aftercare_after(d.version_id, d.position),
+            sent.get(e.id, frozenset()) if e.reordered else None,
         )
         for d, e, s, _ in rows
     ]
     return jobs, plan
-
-
-def _sent_lessons(session: Session, enrollment_ids: list[int]) -> dict[int, frozenset[int]]:
-    """The lessons each of these enrollments has had (one query, only for reordered ones)."""
-    if not enrollment_ids:
-        return {}
-    found: dict[int, set[int]] = {e: set() for e in enrollment_ids}
-    for enrollment_id, position in session.execute(
-        select(col(Delivery.enrollment_id), col(Delivery.position)).where(
-            col(Delivery.enrollment_id).in_(enrollment_ids),
-            col(Delivery.kind) == DeliveryKind.LESSON,
-            col(Delivery.status) == DeliveryStatus.SENT,
-        )
-    ):
-        found[enrollment_id].add(position)
-    return {e: frozenset(p) for e, p in found.items()}

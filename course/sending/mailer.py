@@ -6,12 +6,9 @@ import contextlib
 import logging
 import re
 import smtplib
-import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
-from urllib.parse import parse_qs, unquote, urlsplit
 
-from course.errors import ConfigurationError
+from course.smtp import SmtpTarget as SmtpTarget  # re-exported: the sending path names it here
 
 log = logging.getLogger(__name__)
 
@@ -33,37 +30,6 @@ class ConnectionProblem(TransientError):
 
 class PermanentError(SendError):
     """A 5xx answer: this address will not accept mail from us."""
-
-
-@dataclass(frozen=True)
-class SmtpTarget:
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-    starttls: bool = False
-    tls: bool = False
-    timeout: float = 30.0
-
-    @classmethod
-    def from_url(cls, url: str) -> SmtpTarget:
-        """`smtp://user:pass@host:port?starttls=1` or `smtps://...` for TLS from the start."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise ConfigurationError(
-                f"COURSE_SMTP_URL must look like smtp://host:port, not {url!r}"
-            )
-        query = parse_qs(parts.query)
-        tls = parts.scheme == "smtps"
-        return cls(
-            host=parts.hostname,
-            port=parts.port or (465 if tls else 25),
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            starttls=query.get("starttls", ["0"])[0] in ("1", "true", "yes"),
-            tls=tls,
-            timeout=float(query.get("timeout", ["30"])[0]),
-        )
 
 
 def classify(code: int, detail: str) -> SendError:
@@ -116,18 +82,7 @@ class Mailer:
     def _connect(self) -> smtplib.SMTP:
         t = self.target
         try:
-            if t.tls:
-                conn: smtplib.SMTP = smtplib.SMTP_SSL(
-                    t.host, t.port, timeout=t.timeout, context=ssl.create_default_context()
-                )
-            else:
-                conn = smtplib.SMTP(t.host, t.port, timeout=t.timeout)
-            conn.ehlo()
-            if t.starttls:
-                conn.starttls(context=ssl.create_default_context())
-                conn.ehlo()
-            if t.username:
-                conn.login(t.username, t.password or "")
+            conn = t.connect()
         except smtplib.SMTPResponseException as exc:
             raise ConnectionProblem(exc.smtp_code, _text(exc.smtp_error)) from exc
         except (OSError, smtplib.SMTPException) as exc:

@@ -48,6 +48,8 @@ _MARK_SENT = (
 _STILL_ON_LESSON = (
     col(Enrollment.id) == bindparam("e_id"),
     col(Enrollment.status) == EnrollmentStatus.ACTIVE,
+    # The version too: a plan made from one version's lessons never moves a reader on another.
+    col(Enrollment.version_id) == bindparam("e_ver"),
     col(Enrollment.next_position) == bindparam("e_pos"),
 )
 # A preference changed while this lesson was in flight (Enrollment.replan): the plan made when
@@ -105,11 +107,11 @@ def sent_writes(
         (_MARK_SENT, {"d_id": job.delivery.id, "d_owner": owner, "d_now": now})
     ]
     if job.delivery.kind == DeliveryKind.LESSON:
-        position = job.delivery.position
+        position, version_id = job.delivery.position, job.delivery.version_id
         enrollment, subscriber = job.enrollment, job.subscriber
-        where = {"e_id": enrollment.id, "e_pos": position}
+        where = {"e_id": enrollment.id, "e_ver": version_id, "e_pos": position}
         found = next_lesson(
-            plan.steps[enrollment.version_id],
+            plan.steps[version_id],
             timing.preferences(enrollment, subscriber),
             timing.calendar(enrollment, subscriber, day_seconds=settings.day_seconds, now=now),
             after=position,

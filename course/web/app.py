@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from course.clock import Clock, SystemClock
 from course.db import engine_for
@@ -25,6 +27,28 @@ from course.web.routes import (
     unsubscribe,
     webhooks,
 )
+from course.web.staff import api as staff_api
+from course.web.staff import pages as staff_pages
+
+STATIC = Path(__file__).parent / "static"
+# Every router of the app, readers' and staff's (a test walks them all).
+ROUTERS = [
+    module.router
+    for module in (
+        signup,
+        confirm,
+        unsubscribe,
+        preferences,
+        my_data,
+        stage,
+        helpful,
+        info,
+        health,
+        webhooks,
+        staff_pages,
+        staff_api,
+    )
+]
 
 
 def create_app(
@@ -52,23 +76,15 @@ def create_app(
             "signup": settings.signup_rate,
             "signup_address": settings.signup_address_rate,
             "data_link": settings.data_link_rate,
+            "staff_sign_in": settings.staff_sign_in_rate,
+            "staff_sign_in_address": settings.staff_sign_in_address_rate,
         },
     )
     errors.install(app)
     openapi.install(app)
-    for module in (
-        signup,
-        confirm,
-        unsubscribe,
-        preferences,
-        my_data,
-        stage,
-        helpful,
-        info,
-        health,
-        webhooks,
-    ):
-        app.include_router(module.router)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     if settings.dev:  # every email caught, links included: never where others can reach it
         from course.web.routes import dev_mailbox
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -73,6 +73,9 @@ def _kick(request: Request) -> Callable[[], None]:
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
+# A row named in an address: a number no database column can overflow on, so a mistyped or
+# made-up one is "not found" or a plain 422, never a 500.
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 ClockDep = Annotated[Clock, Depends(_clock)]
 EngineDep = Annotated[Engine, Depends(_engine)]
 SessionDep = Annotated[Session, Depends(_session)]
@@ -134,6 +137,7 @@ async def _fields(request: Request, settings: SettingsDep) -> dict[str, Any]:
 
 
 FieldsDep = Annotated[dict[str, Any], Depends(_fields)]
+read_fields = _fields  # for dependencies that read a body and check something more (staff forms)
 
 
 @dataclass(frozen=True)

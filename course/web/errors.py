@@ -8,10 +8,11 @@ says which status each one gets.
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -25,6 +26,8 @@ from course.errors import (
     TokenInvalid,
     UnknownSequence,
 )
+from course.staff.accounts import NotPermitted
+from course.staff.drafts import DraftNotFound
 from course.web import i18n
 from course.web.pages import page, say, wants_json
 
@@ -55,6 +58,13 @@ class TooMany(CourseError):
     """A client asked too often (course.ratelimit): the same answer for every address."""
 
     default_code = "too_many"
+
+
+class NotSignedIn(CourseError):
+    """A staff page or API route asked for without a session or token (pages send the browser
+    to sign in instead)."""
+
+    default_code = "not_signed_in"
 
 
 class NotSigned(CourseError):
@@ -88,6 +98,9 @@ STATUS: dict[type[CourseError], int] = {
     Unsupported: 415,
     TooMany: 429,
     NotSigned: 401,
+    NotSignedIn: 401,
+    NotPermitted: 403,
+    DraftNotFound: 404,
     NotOpen: 503,
     ServerError: 500,
     ConfigurationError: 500,
@@ -127,6 +140,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(CourseError)
     async def course_error(request: Request, exc: CourseError) -> Response:
         status = status_of(exc)
+        if isinstance(exc, NotSignedIn) and request.url.path.startswith("/staff"):
+            # A staff page asked for while signed out: sign in, then come back to it.
+            return RedirectResponse(f"/staff/sign-in?next={quote(request.url.path)}", 303)
         if wants_json(request):
             body = {"error": exc.message, **({"code": exc.code} if exc.code else {})}
             return JSONResponse(body, status_code=status)

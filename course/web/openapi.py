@@ -23,8 +23,9 @@ class ErrorBody(BaseModel):
 
 _ERROR_SCHEMA = ErrorBody.model_json_schema()
 _MEANING = {
-    400: "The link is not one of ours, or was cut off",
-    401: "Not signed by the mail provider, or replayed",
+    400: "The link is not one of ours or was cut off, or the body is not readable JSON",
+    401: "Not signed (a webhook) or not signed in (staff: an API token is needed)",
+    403: "Signed in, but this role may not do it (or a rule forbids it)",
     404: "No such course (or this provider's webhook is not set up)",
     410: "The link has expired, or its reader is gone: nothing was changed",
     413: "The request body is too large",

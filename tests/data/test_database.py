@@ -82,6 +82,7 @@ def test_a_batch_is_claimed_by_id_even_when_statistics_say_nothing_is_pending(
                 {
                     "enrollment_id": e,
                     "kind": "lesson",
+                    "version_id": version_id,
                     "position": 1,
                     "status": "sent",
                     "message_id": f"<q{e}@homeward.test>",

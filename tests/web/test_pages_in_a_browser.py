@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.support import confirm_link, data_link, stage_token, unsubscribe_link
-from tests.web.browser import PHONE, LiveServer, axe_violations, browser  # noqa: F401
+from tests.web.browser import PHONE, LiveServer, axe_violations
 
 
 @pytest.fixture

@@ -298,3 +298,50 @@ def test_a_pause_and_a_conversation_date_through_the_broker(settings, smtp, env,
         "recovery",
         "yourself",
     ]
+
+
+def test_a_new_version_published_while_the_worker_delivers_reaches_every_reader_once(
+    settings, smtp, processes, tmp_path
+):
+    """Staff publish a new version (a lesson rewritten, one added) while a real worker is in the
+    middle of sending the course on a fast clock: every reader gets each lesson once, the added
+    one too, whatever they had or had in flight at that moment."""
+    import shutil
+
+    from course.authoring import load_sequence, publish
+    from tests.support import FIXTURES
+
+    course, edits = FIXTURES / "live-course", FIXTURES / "live-course-edits"
+    settings.default_sequence = "live-course"
+    with session_scope(engine_for(settings.database_url)) as session:
+        publish(session, load_sequence(course), SystemClock())
+    readers = active_readers(settings, SystemClock(), 20)
+    # Version 2: talking rewritten, "late" added before the last lesson.
+    folder = tmp_path / "v2" / "live-course"
+    shutil.copytree(course, folder)
+    shutil.copy(edits / "03-talking.md", folder / "03-talking.md")
+    (folder / "05-care.md").rename(folder / "06-care.md")
+    shutil.copy(edits / "04-late.md", folder / "05-late.md")
+    edited = load_sequence(folder)
+
+    def lessons(reader: str) -> list[str]:
+        with smtp.lock:
+            subjects = [str(m["Subject"]) for m in smtp.received if m["To"] == reader]
+        return [s.removeprefix("Lesson ") for s in subjects if s.startswith("Lesson ")]
+
+    processes("worker", concurrency=2)
+    processes("beat")
+    wait_for(lambda: all(len(lessons(r)) >= 2 for r in readers), 30, "two lessons each")
+    with session_scope(engine_for(settings.database_url)) as session:
+        _, created = publish(session, edited, SystemClock())
+    assert created
+    assert max(len(lessons(r)) for r in readers) < 5, "a reader finished before the new version"
+
+    def completed() -> bool:
+        with session_scope(engine_for(settings.database_url)) as session:
+            return all(e.status == "completed" for e in session.exec(select(Enrollment)).all())
+
+    wait_for(completed, 60, "every reader to finish the course")
+    for reader in readers:
+        got = [s.removesuffix(", rewritten").removesuffix(" (added)") for s in lessons(reader)]
+        assert got == ["welcome", "signs", "talking", "safety", "late", "care"], (reader, got)

@@ -13,10 +13,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from course.catalog import latest_version, offered
+from course.catalog import Offer, latest_version, offered, published
 from course.db import session_scope
 from course.errors import InvalidInput, UnknownSequence
-from course.models import SequenceVersion
 from course.readers.intake import request_signup
 from course.readers.signup import EnrollRequest
 from course.settings import Settings
@@ -40,7 +39,7 @@ router = APIRouter()
 
 ENROLL_MESSAGE = i18n.catalog("en")["check_email.message"]
 HONEYPOT = "website"  # a field people never see (course/web/templates/signup.html)
-Offered = dict[str, tuple[SequenceVersion, int]]
+Offered = dict[str, list[Offer]]
 
 
 def open_courses(engine: Engine, settings: Settings) -> Offered:
@@ -68,8 +67,10 @@ def signup_page(
     # The form says which language it was shown in, so an error comes back in the same one.
     lang = page_locale(request, str(values.get("lang") or "") or None)
     picked = str(values.get("sequence") or "")
-    course = next((c for c in courses.values() if c[0].slug == picked), None)
-    course = course or courses.get(lang) or courses.get(i18n.DEFAULT)
+    every = [offer for locale in sorted(courses) for offer in courses[locale]]
+    course = next((o for o in every if o.version.slug == picked), None)
+    mine = courses.get(lang) or courses.get(i18n.DEFAULT) or []
+    course = course or (mine[0] if mine else None)
     return page(
         request,
         "signup.html",
@@ -79,9 +80,11 @@ def signup_page(
         error_field=error_field,
         about=settings.about,
         values=values,
-        courses=[(locale, v.slug) for locale, (v, _) in sorted(courses.items())],
-        course=course[0] if course else None,
-        lesson_count=course[1] if course else 0,
+        courses=every,
+        # One course in each of several languages: the choice is the language.
+        by_language=len(courses) > 1 and all(len(c) == 1 for c in courses.values()),
+        course=course.version if course else None,
+        offer=course,
     )
 
 
@@ -91,6 +94,23 @@ def home(request: Request, settings: SettingsDep, engine: EngineDep) -> HTMLResp
     if not courses:
         raise not_open()
     return signup_page(request, courses)
+
+
+@router.get("/courses/{slug}", response_class=HTMLResponse, responses=answers(404, 503))
+def course_page(request: Request, *, slug: str, engine: EngineDep) -> HTMLResponse:
+    """A course's own sign-up page: that course only, whether the home page offers it or not."""
+    try:
+        with session_scope(engine) as session:
+            found = next((o for o in published(session) if o.version.slug == slug), None)
+    except SQLAlchemyError:
+        log.exception("the published courses cannot be read")
+        raise not_open() from None
+    if found is None:
+        raise UnknownSequence(f"There is no course called {slug!r}.")
+    lang = request.query_params.get("lang") or found.version.locale
+    return signup_page(
+        request, {found.version.locale: [found]}, values={"sequence": slug, "lang": lang}
+    )
 
 
 @router.post("/enroll", status_code=202, responses=ENROLL_ANSWERS, openapi_extra=ENROLL_BODY)

@@ -24,6 +24,8 @@ app = Celery("homeward")
 app.conf.update(
     broker_url=get_settings().redis_url or "redis://127.0.0.1:6379/0",
     broker_connection_retry_on_startup=True,
+    # kombu's Redis transport, minus a crash when Redis restarts mid-task (course.broker).
+    broker_transport="course.broker:Transport",
     task_ignore_result=True,
     task_serializer="json",
     accept_content=["json"],

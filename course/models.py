@@ -70,6 +70,7 @@ class DeliveryKind(StrEnum):
     LESSON = "lesson"
     DATA = "data"  # a link to the reader's own data, sent when they ask for it
     PAUSED = "paused"  # the one email that confirms a pause, with a link to resume
+    RESEND = "resend"  # a lesson the reader had, sent again because they asked staff for it
 
 
 class DeliveryStatus(StrEnum):
@@ -152,6 +153,9 @@ class Enrollment(SQLModel, table=True):
         UniqueConstraint("subscriber_id", "sequence_slug"),
         Index("ix_enrollment_due", "status", "next_due_at"),
         UniqueConstraint("link_key", name="uq_enrollment_link_key"),
+        # The course dashboard (course.stats): readers by where they are, sign-ups by day.
+        Index("ix_enrollment_course", "sequence_slug", "status", "next_position"),
+        Index("ix_enrollment_course_signups", "sequence_slug", "created_at"),
         NO_REUSE,
     )
 
@@ -189,6 +193,11 @@ class Enrollment(SQLModel, table=True):
     consent_at: datetime | None = _ts()
     consent_source: str = Field(default="", max_length=16)
     consent_wording: str = Field(default="", max_length=32)
+    # A staff member who enrolled the reader by hand says how they agreed ("asked at the front
+    # desk"); the staff member is consent_source ("staff:<id>").
+    consent_note: str = Field(default="", max_length=500)
+    # The last lesson the reader had had when treatment started: the dashboard's "by lesson".
+    treatment_after: int | None = None
 
 
 class Delivery(SQLModel, table=True):

@@ -94,9 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     preview.set_defaults(func=lessons.cmd_lessons_preview)
 
-    sub.add_parser("stats", help="enrollments and deliveries by status").set_defaults(
-        func=with_current_schema(operations.cmd_stats)
+    stats_cmd = sub.add_parser(
+        "stats", help="enrollments and deliveries by status, and each course lesson by lesson"
     )
+    stats_cmd.add_argument("--course", metavar="SLUG", help="only this course")
+    stats_cmd.set_defaults(func=with_current_schema(operations.cmd_stats))
+
+    export_cmd = sub.add_parser("export", help="a course's readers or emails as CSV")
+    export_cmd.add_argument("kind", choices=["enrollments", "deliveries"])
+    export_cmd.add_argument("course", metavar="SLUG")
+    export_cmd.add_argument("--out", metavar="FILE", help="default: standard output")
+    export_cmd.add_argument("--quiet", action="store_true", help="no progress bar")
+    export_cmd.set_defaults(func=with_current_schema(operations.cmd_export))
 
     deliveries = sub.add_parser(
         "deliveries", help="deliveries that gave up after repeated errors: list or retry"

@@ -97,6 +97,7 @@ def export(session: Session, email: str) -> dict[str, Any] | None:
                     "given_at": iso(e.consent_at),
                     "from": e.consent_source,
                     "wording": e.consent_wording,
+                    "note": e.consent_note,
                     "confirmed_at": iso(e.confirmed_at),
                 },
                 "a_lesson_every_days": e.pace_days,

@@ -326,6 +326,7 @@ def start_aftercare(
                 "This course has no lessons about recovery to move on to.", "no_aftercare"
             )
         enrollment.started_treatment_at = change.now
+        enrollment.treatment_after = enrollment.next_position - 1
         change.replan()
 
     return _change(session, settings, clock, enrollment_id=enrollment_id, apply=apply)

@@ -50,6 +50,12 @@ def _sendable(job: Job) -> bool:
         return True  # asked for just now, whatever the course's state
     if job.delivery.kind == DeliveryKind.PAUSED:
         return job.enrollment.status == EnrollmentStatus.ACTIVE
+    if job.delivery.kind == DeliveryKind.RESEND:
+        # Asked for on the phone, also after the last lesson; never once they have left.
+        return job.lesson is not None and job.enrollment.status in (
+            EnrollmentStatus.ACTIVE,
+            EnrollmentStatus.COMPLETED,
+        )
     return job.enrollment.status == EnrollmentStatus.ACTIVE and job.lesson is not None
 
 

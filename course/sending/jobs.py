@@ -242,7 +242,7 @@ def _jobs(session: Session, result: Iterable[Any]) -> tuple[list[Job], LessonPla
             s,
             versions[d.version_id].version,
             versions[d.version_id].lessons.get(d.position)
-            if d.kind == DeliveryKind.LESSON
+            if d.kind in (DeliveryKind.LESSON, DeliveryKind.RESEND)
             else None,
             plan.aftercare_after(d.version_id, d.position),
             sent.get(e.id, frozenset()) if e.reordered else None,

@@ -29,6 +29,8 @@ from course.web.routes import (
 )
 from course.web.staff import api as staff_api
 from course.web.staff import pages as staff_pages
+from course.web.staff import readers as staff_readers
+from course.web.staff import readers_api as staff_readers_api
 
 STATIC = Path(__file__).parent / "static"
 # Every router of the app, readers' and staff's (a test walks them all).
@@ -46,7 +48,9 @@ ROUTERS = [
         health,
         webhooks,
         staff_pages,
+        staff_readers,
         staff_api,
+        staff_readers_api,
     )
 ]
 

@@ -28,6 +28,7 @@ from course.errors import (
 )
 from course.staff.accounts import NotPermitted
 from course.staff.drafts import DraftNotFound
+from course.staff.helpdesk import CourseNotFound, ReaderNotFound
 from course.web import i18n
 from course.web.pages import page, say, wants_json
 
@@ -101,6 +102,8 @@ STATUS: dict[type[CourseError], int] = {
     NotSignedIn: 401,
     NotPermitted: 403,
     DraftNotFound: 404,
+    ReaderNotFound: 404,
+    CourseNotFound: 404,
     NotOpen: 503,
     ServerError: 500,
     ConfigurationError: 500,

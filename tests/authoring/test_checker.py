@@ -116,7 +116,10 @@ def test_the_inbox_preview_never_runs_on_into_the_heading(shipped, slug: str):
     for report in reports:
         sample = report.samples[0]
         html_preview, text_preview = inbox_preview(sample)
-        assert wording.revealing(html_preview, reveal) == [], (report.lesson.path.name, html_preview)
+        assert wording.revealing(html_preview, reveal) == [], (
+            report.lesson.path.name,
+            html_preview,
+        )
         heading = html.unescape(re.search(r"<h1[^>]*>(.*?)</h1>", sample.html, re.S).group(1))
         assert heading.strip() not in html_preview, (report.lesson.path.name, html_preview)
         assert text_preview in (sample.preheader, sample.subject), report.lesson.path.name

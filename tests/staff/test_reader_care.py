@@ -15,11 +15,18 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import insert
-from sqlmodel import select
+from sqlmodel import col, select
 
 from course.cli import main
 from course.db import engine_for, session_scope
-from course.models import AuditEntry, Delivery, Enrollment, SequenceVersion, Subscriber
+from course.models import (
+    AuditEntry,
+    Delivery,
+    Enrollment,
+    SequenceVersion,
+    Subscriber,
+    row_id,
+)
 from course.staff import export
 from tests.staff.support import add_staff, api_token, csrf, signed_in
 from tests.support import lessons_to, run_days, signup, visible
@@ -196,7 +203,7 @@ def test_the_dashboard_counts_readers_lesson_by_lesson(app, smtp, settings, cloc
         signup(settings, clock, deliver, smtp, f"r{n}@example.org")
     run_days(clock, deliver, 2.5)  # everyone has had lessons 1 and 2
     with session_scope(engine_for(settings.database_url)) as session:
-        leaver = session.exec(select(Enrollment).order_by(Enrollment.id)).first()
+        leaver = session.exec(select(Enrollment).order_by(col(Enrollment.id))).first()
         leaver.status, leaver.ended_at = "unsubscribed", clock.now()
         session.add(leaver)
     with staff(app, smtp) as client:
@@ -266,14 +273,14 @@ def _many_deliveries(settings: Any, clock: Any, count: int) -> None:
     """`count` sent lessons of one reader's course, written in one statement per 10,000."""
     signup_at = clock.now()
     with session_scope(engine_for(settings.database_url)) as session:
-        version = session.exec(select(SequenceVersion)).first()
+        version = session.exec(select(SequenceVersion)).one()
         subscriber = Subscriber(email="big@example.org", created_at=signup_at)
         session.add(subscriber)
         session.flush()
         enrollment = Enrollment(
-            subscriber_id=subscriber.id,
+            subscriber_id=row_id(subscriber),
             sequence_slug="mini-course",
-            version_id=version.id,
+            version_id=row_id(version),
             status="active",
             created_at=signup_at,
         )

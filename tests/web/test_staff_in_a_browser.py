@@ -379,3 +379,42 @@ def test_staff_write_review_and_publish_a_course_by_keyboard_and_a_reader_gets_i
     assert first["Subject"] == "A note for this week"
     assert "Your partner may be using alcohol." in first.get_body(("plain",)).get_content()
     assert re.search(r"SAMHSA National Helpline", first.get_body(("plain",)).get_content())
+
+
+def test_staff_help_a_reader_and_read_the_dashboard_by_keyboard(
+    site, browser, smtp, settings, clock, deliver
+):
+    """A counsellor finds a caller by address, pauses their course and sends a lesson again;
+    the dashboard shows its charts with their numbers; axe finds nothing on any of the pages."""
+    from tests.support import signup
+
+    signup(settings, clock, deliver, smtp, READER, first_name="Rosa")
+    deliver()  # lesson 1
+    page = new_tab(browser)
+    sign_in(page, site, smtp, REVIEWER)
+    tab_to(page, "header a:text('Readers')")
+    press(page)
+    assert check_page(page) == "Find a reader"
+    type_into(page, "#email", "nobody@example.org")
+    press(page)
+    assert check_page(page, expect_status_errors=1) == "Find a reader"  # a 404, said plainly
+    assert page.evaluate("() => document.activeElement.id") == "error-summary"
+    type_into(page, "#email", READER)
+    press(page)
+    assert check_page(page) == f"A reader: {READER}"
+    assert "Lesson 1: Welcome, Rosa" in page.inner_text("main")
+    tab_to(page, "button:text('Pause')")
+    press(page)
+    assert "Paused" in notice(page) and check_page(page) == f"A reader: {READER}"
+    tab_to(page, "button:text('Send it again')")
+    press(page)
+    assert "on its way again" in notice(page)
+    page.goto(site.url + "/staff/courses/mini-course/dashboard")
+    assert check_page(page) == "How “Mini course” is doing"
+    assert page.locator("svg[role=img]").count() == 2
+    tab_to(page, "summary:text('The numbers')")
+    page.keyboard.press("Enter")
+    assert page.locator("details table").is_visible()
+    page.set_viewport_size({"width": 375, "height": 667})  # a counsellor's phone
+    assert axe_violations(page) == []
+    page.context.close()

@@ -382,3 +382,59 @@ def test_a_new_version_published_while_the_worker_delivers_reaches_every_reader_
     for reader in readers:
         got = [s.removesuffix(", rewritten").removesuffix(" (added)") for s in lessons(reader)]
         assert got == ["welcome", "signs", "talking", "safety", "late", "care"], (reader, got)
+
+
+def test_staff_pause_resume_and_resend_through_the_broker(
+    settings, smtp, mini_course, env, processes, tmp_path: Path
+):
+    """A reader calls: staff pause their course (the real worker sends nothing while it is
+    paused, through many ticks), resume it (the next lesson comes, then the last, once each) and
+    send the first lesson again (it arrives a second time; the course is not moved)."""
+    from course.staff import helpdesk
+    from course.staff.accounts import CLI
+
+    day = 1.0  # a course day long enough for staff to act between two lessons
+    settings.day_seconds = day
+    env["COURSE_DAY_SECONDS"] = str(day)
+    [reader] = active_readers(settings, SystemClock(), 1)
+    processes("worker", concurrency=2)
+    processes("beat")
+    engine = engine_for(settings.database_url)
+
+    def subjects() -> list[str]:
+        return [str(m["Subject"]) for m in smtp.to(reader)]
+
+    def staff(action: str, value: str = "") -> list[int]:
+        with session_scope(engine) as session:
+            e = session.exec(select(Enrollment)).one()
+            return helpdesk.act(
+                session,
+                settings,
+                SystemClock(),
+                actor=CLI,
+                subscriber_id=e.subscriber_id,
+                enrollment_id=e.id or 0,
+                action=action,
+                value=value,
+            )
+
+    def ticks() -> int:
+        """Ticks the worker has run: each one would have claimed a lesson that was due."""
+        return (tmp_path / "worker-w1.log").read_text(errors="replace").count("homeward.tick[")
+
+    wait_for(lambda: subjects() == ["Welcome"], 20, "lesson 1")
+    enqueue_sends([staff("pause", "resumed")])
+    wait_for(lambda: len(subjects()) == 2, 20, "the email that confirms the pause")
+    assert subjects()[1] == "Your emails are paused"
+    # Ticks enough for four course days, long past when lesson 2 was due (two days after 1).
+    seen = ticks()
+    wait_for(lambda: ticks() >= seen + int(4 * day / 0.5), 30, "four course days of ticks")
+    assert subjects() == ["Welcome", "Your emails are paused"]
+    staff("resume")
+    wait_for(lambda: len(subjects()) == 4, 30, "lessons 2 and 3 after the resume")
+    assert subjects()[2:] == ["Lesson two of the mini course", "The last lesson"]
+    enqueue_sends([staff("resend", "1")])
+    wait_for(lambda: len(subjects()) == 5, 20, "lesson 1 sent again")
+    assert subjects()[4] == "Welcome"
+    with session_scope(engine) as session:
+        assert session.exec(select(Enrollment)).one().status == "completed"

@@ -210,6 +210,8 @@ class Delivery(SQLModel, table=True):
             "enrollment_id", "kind", "version_id", "position", name="uq_delivery_per_version"
         ),
         Index("ix_delivery_pending", "status", "lease_until"),
+        # Sent lessons become webhook messages by when they were sent (course.outbound.sweep).
+        Index("ix_delivery_sent_at", "sent_at"),
         NO_REUSE,
     )
 
@@ -407,3 +409,62 @@ class OfferedCourse(SQLModel, table=True):
     locale: str = Field(max_length=8)
     slug: str = Field(max_length=64)
     position: int = 0
+
+
+# --- outbound webhooks --------------------------------------------------------------------------
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """Another system staff connected: where to post, which events, and how it is doing."""
+
+    __tablename__ = "webhook_endpoint"
+    __table_args__ = (NO_REUSE,)
+
+    id: int | None = Field(default=None, primary_key=True)
+    url: str = Field(max_length=500)
+    # ",enrolled,lesson.sent," (found with LIKE: the same on SQLite and PostgreSQL).
+    events: str = Field(max_length=300)
+    # "whsec_" + base64 of the key the payloads are signed with (Standard Webhooks).
+    secret: str = Field(max_length=100)
+    created_at: datetime = _ts(nullable=False)
+    created_by: str = Field(default="", max_length=400)
+    # Paused after repeated failures (or by staff): messages wait, nothing is posted.
+    paused_at: datetime | None = _ts()
+    paused_reason: str = Field(default="", max_length=500)
+    failures: int = 0  # attempts that failed in a row
+    last_error: str = Field(default="", max_length=500)
+    last_success_at: datetime | None = _ts()
+
+
+class WebhookMessage(SQLModel, table=True):
+    """One event for one endpoint (the outbox): written with what it tells of, posted later."""
+
+    __tablename__ = "webhook_message"
+    __table_args__ = (
+        # The same event is never queued twice for an endpoint (the sweep of sent lessons
+        # looks back over a window).
+        UniqueConstraint("endpoint_id", "event", "about", name="uq_webhook_message"),
+        Index("ix_webhook_message_due", "delivered_at", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    endpoint_id: int = Field(foreign_key="webhook_endpoint.id")
+    event: str = Field(max_length=32)
+    about: str = Field(max_length=64)  # what it is about: "delivery:12", "enrollment:3@<time>"
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _ts(nullable=False)
+    next_attempt_at: datetime = _ts(nullable=False)
+    lease_until: datetime | None = _ts()
+    attempts: int = 0
+    delivered_at: datetime | None = _ts()
+    gave_up_at: datetime | None = _ts()
+    last_error: str = Field(default="", max_length=500)
+
+
+class WebhookSweep(SQLModel, table=True):
+    """How far sent lessons have been turned into webhook messages (one row)."""
+
+    __tablename__ = "webhook_sweep"
+
+    id: int = Field(default=1, primary_key=True)
+    swept_to: datetime = _ts(nullable=False)

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 SEND_TASK = "homeward.send"
 TICK_TASK = "homeward.tick"
 PURGE_TASK = "homeward.purge"
+WEBHOOKS_TASK = "homeward.webhooks"
 
 app = Celery("homeward")
 app.conf.update(

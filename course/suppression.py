@@ -10,6 +10,7 @@ from enum import StrEnum
 from sqlalchemy import Connection, update
 from sqlmodel import Session, col, select
 
+from course import outbound
 from course.clock import Clock
 from course.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Subscriber
 
@@ -41,10 +42,13 @@ def unsubscribe(session: Session, clock: Clock, enrollment_id: int) -> Subscribe
     enrollment = session.get(Enrollment, enrollment_id)
     if enrollment is None:
         return None  # erased already: nothing is left to stop
+    now = clock.now()
+    if enrollment.status in _RUNNING:  # a second click tells nobody anything new
+        outbound.enrollment_event(session, event="unsubscribed", enrollment=enrollment, now=now)
     stop_everything(
         session,
         subscriber_id=enrollment.subscriber_id,
-        now=clock.now(),
+        now=now,
         status=EnrollmentStatus.UNSUBSCRIBED,
     )
     return session.get(Subscriber, enrollment.subscriber_id)
@@ -54,6 +58,13 @@ def suppress(conn: Connection | Session, *, subscriber_id: int, now: datetime, r
     """The address refused our mail for good (an SMTP 5xx): stop everything, and never write to
     it again."""
     stop_everything(conn, subscriber_id=subscriber_id, now=now, status=EnrollmentStatus.BOUNCED)
+    outbound.emit(
+        conn,
+        event="bounced",
+        about=f"reader:{subscriber_id}@{now.isoformat()}",
+        payload={"reader": subscriber_id},
+        now=now,
+    )
     conn.execute(
         update(Subscriber)
         .where(col(Subscriber.id) == subscriber_id)
@@ -64,6 +75,9 @@ def suppress(conn: Connection | Session, *, subscriber_id: int, now: datetime, r
 def leave(session: Session, clock: Clock, enrollment_id: int) -> None:
     """Stop one course (the reader's others go on), and cancel what it has queued."""
     now = clock.now()
+    enrollment = session.get(Enrollment, enrollment_id)
+    if enrollment is not None and enrollment.status in _RUNNING:
+        outbound.enrollment_event(session, event="unsubscribed", enrollment=enrollment, now=now)
     session.execute(
         update(Enrollment)
         .where(col(Enrollment.id) == enrollment_id, col(Enrollment.status).in_(_RUNNING))

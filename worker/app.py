@@ -8,7 +8,7 @@ import sys
 from celery import signals
 
 from course.errors import ConfigurationError
-from course.queue import PURGE_TASK, TICK_TASK, app
+from course.queue import PURGE_TASK, TICK_TASK, WEBHOOKS_TASK, app
 from course.settings import get_settings
 
 __all__ = ["app"]
@@ -29,6 +29,11 @@ app.conf.update(
             "schedule": settings.tick_seconds,
             # A backlog of ticks is useless: each one does all the work that is due.
             "options": {"expires": max(settings.tick_seconds * 0.9, 1.0)},
+        },
+        "post-webhooks": {
+            "task": WEBHOOKS_TASK,
+            "schedule": 5.0,
+            "options": {"expires": 4.0},
         },
         "purge-unconfirmed-sign-ups": {
             "task": PURGE_TASK,

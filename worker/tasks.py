@@ -9,7 +9,8 @@ from celery.signals import worker_process_init, worker_process_shutdown
 
 from course.clock import SystemClock
 from course.db import engine_for, scrub
-from course.queue import PURGE_TASK, SEND_TASK, TICK_TASK, enqueue_sends
+from course.outbound import post_due, sweep
+from course.queue import PURGE_TASK, SEND_TASK, TICK_TASK, WEBHOOKS_TASK, enqueue_sends
 from course.readers.personal_data import purge_unconfirmed
 from course.sending import Composer, Mailer, SmtpTarget, send_batch
 from course.sending import tick as dispatch_tick
@@ -73,3 +74,13 @@ def purge() -> int:
     # What erases and purges deleted, unreadable on disk too (see course.db.scrub).
     scrub(engine, vacuum=True)
     return purged
+
+
+@app.task(name=WEBHOOKS_TASK)
+def webhooks() -> int:
+    """Sent lessons into the outbox, then every due webhook message posted once."""
+    settings = get_settings()
+    engine = engine_for(settings.database_url)
+    sweep(engine, SystemClock())
+    delivered, _ = post_due(engine, SystemClock())
+    return delivered

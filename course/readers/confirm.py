@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, col, select
 
+from course import outbound
 from course.clock import Clock
 from course.errors import LinkEnded
 from course.models import Enrollment, EnrollmentStatus, Lesson, Subscriber
@@ -37,4 +38,5 @@ def confirm(
         send_hour=subscriber.send_hour if subscriber else 9,
         day_seconds=settings.day_seconds,
     )
+    outbound.enrollment_event(session, event="confirmed", enrollment=enrollment, now=now)
     return enrollment

@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from course import catalog, timing, versions
+from course import catalog, outbound, timing, versions
 from course.clock import Clock, as_utc
 from course.errors import InvalidInput, LinkEnded
 from course.models import (
@@ -328,6 +328,9 @@ def start_aftercare(
         enrollment.started_treatment_at = change.now
         enrollment.treatment_after = enrollment.next_position - 1
         change.replan()
+        outbound.enrollment_event(
+            session, event="treatment.started", enrollment=enrollment, now=change.now
+        )
 
     return _change(session, settings, clock, enrollment_id=enrollment_id, apply=apply)
 

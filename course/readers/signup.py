@@ -13,6 +13,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import delete, func
 from sqlmodel import Session, col, select
 
+from course import outbound
 from course.catalog import latest_version
 from course.clock import Clock
 from course.errors import InvalidInput
@@ -186,6 +187,7 @@ def enroll(session: Session, settings: Settings, clock: Clock, *, req: EnrollReq
         # the reader's own links change anything.
         _apply_profile(subscriber, req, req.given)
     session.flush()
+    starting = enrollment is None or enrollment.status != EnrollmentStatus.PENDING
     if enrollment is None:
         enrollment = Enrollment(
             subscriber_id=row_id(subscriber),
@@ -221,6 +223,8 @@ def enroll(session: Session, settings: Settings, clock: Clock, *, req: EnrollReq
     enrollment.consent_source = req.consent_source
     enrollment.consent_wording = req.consent_wording
     session.add(enrollment)
+    if starting:
+        outbound.enrollment_event(session, event="enrolled", enrollment=enrollment, now=now)
     if _confirmations_today(session, row_id(subscriber), now) >= settings.confirmations_per_day:
         return []  # the form must not become a way to flood someone's inbox
     return throttled_delivery(

@@ -31,6 +31,7 @@ from course.web.staff import api as staff_api
 from course.web.staff import pages as staff_pages
 from course.web.staff import readers as staff_readers
 from course.web.staff import readers_api as staff_readers_api
+from course.web.staff import webhooks as staff_webhooks
 
 STATIC = Path(__file__).parent / "static"
 # Every router of the app, readers' and staff's (a test walks them all).
@@ -52,7 +53,7 @@ ROUTERS = [
         staff_api,
         staff_readers_api,
     )
-]
+] + [staff_webhooks.router, staff_webhooks.api]
 
 
 def create_app(

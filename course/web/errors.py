@@ -29,6 +29,7 @@ from course.errors import (
 from course.staff.accounts import NotPermitted
 from course.staff.drafts import DraftNotFound
 from course.staff.helpdesk import CourseNotFound, ReaderNotFound
+from course.staff.webhooks import EndpointNotFound
 from course.web import i18n
 from course.web.pages import page, say, wants_json
 
@@ -104,6 +105,7 @@ STATUS: dict[type[CourseError], int] = {
     DraftNotFound: 404,
     ReaderNotFound: 404,
     CourseNotFound: 404,
+    EndpointNotFound: 404,
     NotOpen: 503,
     ServerError: 500,
     ConfigurationError: 500,

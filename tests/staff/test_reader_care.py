@@ -230,7 +230,7 @@ def test_the_api_finds_a_reader_acts_and_exports_a_course(app, smtp, settings, c
     deliver()
     with TestClient(app, base_url="https://testserver") as client:
         mine, admins = api_token(settings, clock, EDITOR), api_token(settings, clock, ADMIN)
-        found = client.post("/api/staff/readers/find", json={"email": READER}, headers=mine)
+        found = client.post("/api/staff/find-reader", json={"email": READER}, headers=mine)
         assert found.status_code == 200, found.text
         reader = found.json()
         [course] = reader["courses"]
@@ -264,7 +264,7 @@ def test_the_api_finds_a_reader_acts_and_exports_a_course(app, smtp, settings, c
             client.delete(f"/api/staff/readers/{reader['id']}", headers=admins).status_code == 204
         )
         assert (
-            client.post("/api/staff/readers/find", json={"email": READER}, headers=mine).status_code
+            client.post("/api/staff/find-reader", json={"email": READER}, headers=mine).status_code
             == 404
         )
 

@@ -14,7 +14,8 @@ from pydantic import BaseModel, Field
 from course import stats
 from course.clock import as_utc
 from course.db import scrub, session_scope
-from course.staff import helpdesk
+from course.errors import InvalidInput
+from course.staff import drafts, helpdesk
 from course.web.deps import ClockDep, EngineDep, EnqueueDep, RowId, SettingsDep
 from course.web.openapi import answers
 from course.web.staff.api import TokenDep
@@ -87,7 +88,7 @@ def _reader(found: helpdesk.Reader) -> dict[str, Any]:
     }
 
 
-@router.post("/readers/find")
+@router.post("/find-reader")
 def find_reader(*, body: FindReader, actor: TokenDep, engine: EngineDep) -> Any:
     """The reader with exactly this address (posted, so it never lands in an access log)."""
     with session_scope(engine) as session:
@@ -128,7 +129,7 @@ def act(
         return _reader(helpdesk.reader(session, subscriber_id))
 
 
-@router.post("/readers/enroll", status_code=202)
+@router.post("/enroll", status_code=202)
 def enroll_by_hand(
     *,
     body: ByHand,
@@ -168,6 +169,9 @@ def erase_reader(
 def course_dashboard(*, slug: str, actor: TokenDep, clock: ClockDep, engine: EngineDep) -> Any:
     figures = stats.dashboard(engine, slug, now=clock.now())
     if figures is None:
+        with session_scope(engine) as session:
+            if drafts.open_draft(session, slug) is not None:
+                raise InvalidInput(f"{slug} is not published yet: it has no readers to count.")
         raise helpdesk.CourseNotFound(slug)
     data = asdict(figures)
     data["signups"] = [[d.isoformat(), n] for d, n in figures.signups]

@@ -1,0 +1,184 @@
+"""Outbound webhooks: an admin connects a real HTTP receiver; readers sign up, confirm, get
+their lessons and finish; every event reaches the receiver once, signed per the Standard
+Webhooks specification (checked as the specification says), with no address in it. A receiver
+that is down gets the posts again later; one that keeps failing is paused, staff see why, and
+what it missed goes out once they resume it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from course.db import engine_for
+from course.outbound import GIVE_UP_AFTER, RETRY_AFTER, post_due, sweep
+from tests.staff.support import add_staff, api_token, csrf, signed_in
+from tests.support import run_days, signup, visible
+
+ADMIN, EDITOR, READER = "ada@centre.org", "ed@centre.org", "reader@example.org"
+
+
+class Receiver:
+    """A real HTTP server on this machine that keeps what it is sent, and can be down."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.failing = False
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                if outer.failing:
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                outer.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def events(self, secret: str) -> list[dict[str, Any]]:
+        """Every post, its signature checked as the specification says a receiver checks it
+        (written out here, not the library the service signs with)."""
+        key = base64.b64decode(secret.removeprefix("whsec_"))
+        found = []
+        for headers, body in self.received:
+            signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.{body.decode()}"
+            expected = base64.b64encode(hmac.new(key, signed.encode(), hashlib.sha256).digest())
+            given = [s.split(",", 1)[1] for s in headers["webhook-signature"].split()]
+            assert expected.decode() in given, "signed with the endpoint's secret"
+            found.append(json.loads(body))
+        return found
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    found = Receiver()
+    yield found
+    found.server.shutdown()
+
+
+@pytest.fixture
+def app(settings, clock, mini_course, queued) -> Any:
+    from course.web import create_app
+
+    add_staff(settings, clock, ADMIN, "admin")
+    add_staff(settings, clock, EDITOR, "editor")
+    return create_app(settings, clock, enqueue=queued.extend, kick=lambda: None)
+
+
+def connect(app: Any, smtp: Any, url: str, events: list[str]) -> str:
+    """Connect an endpoint on the Webhooks page, as an admin; the secret it shows once."""
+    client = signed_in(TestClient(app, base_url="https://testserver"), smtp, ADMIN)
+    page = client.get("/staff/webhooks")
+    done = client.post(
+        "/staff/webhooks",
+        data={"csrf": csrf(page.text), "url": url, **{f"event:{e}": "1" for e in events}},
+    )
+    found = re.search(r'<code id="new-secret">(whsec_[^<]+)</code>', done.text)
+    assert done.status_code == 200 and found, done.text
+    return found.group(1)
+
+
+def post(settings: Any, clock: Any) -> tuple[int, int]:
+    """What the periodic task does: sweep sent lessons in, post what is due."""
+    engine = engine_for(settings.database_url)
+    sweep(engine, clock)
+    return post_due(engine, clock)
+
+
+def test_every_event_reaches_the_receiver_once_signed_and_without_an_address(
+    app, smtp, settings, clock, deliver, receiver
+):
+    secret = connect(app, smtp, receiver.url, ["enrolled", "confirmed", "lesson.sent", "completed"])
+    signup(settings, clock, deliver, smtp, READER)
+    run_days(clock, deliver, 7)  # the three lessons; the course completes
+    assert post(settings, clock) == (6, 0)
+    assert post(settings, clock) == (0, 0), "nothing twice"
+    events = receiver.events(secret)
+    assert [e["type"] for e in events] == [
+        "enrolled",
+        "confirmed",
+        "lesson.sent",
+        "lesson.sent",
+        "lesson.sent",
+        "completed",
+    ]
+    assert [e["data"]["lesson"] for e in events if e["type"] == "lesson.sent"] == [1, 2, 3]
+    assert all(e["data"]["course"] == "mini-course" for e in events)
+    assert READER not in json.dumps([body.decode() for _, body in receiver.received])
+    with pytest.raises(AssertionError, match="signed with the endpoint's secret"):
+        receiver.events("whsec_" + base64.b64encode(b"another key, not ours").decode())
+
+
+def test_a_receiver_that_is_down_gets_the_posts_later_and_one_that_keeps_failing_is_paused(
+    app, smtp, settings, clock, deliver, receiver
+):
+    secret = connect(app, smtp, receiver.url, ["enrolled", "confirmed"])
+    receiver.failing = True
+    signup(settings, clock, deliver, smtp, READER)
+    assert post(settings, clock) == (0, 2)
+    assert post(settings, clock) == (0, 0), "not again before its backoff"
+    clock.advance(seconds=RETRY_AFTER[0].total_seconds())
+    receiver.failing = False  # back up
+    assert post(settings, clock) == (2, 0)
+    assert [e["type"] for e in receiver.events(secret)] == ["enrolled", "confirmed"]
+
+    receiver.failing = True
+    for n in range(GIVE_UP_AFTER // 2):  # two messages fail each round
+        signup(settings, clock, deliver, smtp, f"r{n}@example.org")
+        post(settings, clock)
+    client = signed_in(TestClient(app, base_url="https://testserver"), smtp, ADMIN)
+    page = visible(client.get("/staff/webhooks").text)
+    assert f"Paused: {GIVE_UP_AFTER} posts in a row failed; the last: HTTP 503" in page
+    receiver.failing = False
+    clock.advance(hours=20)  # every backoff has run out: only the pause holds them
+    assert post(settings, clock) == (0, 0), "a paused endpoint gets nothing"
+    client = signed_in(TestClient(app, base_url="https://testserver"), smtp, ADMIN)  # a day on
+    listed = client.get("/api/staff/webhooks", headers=api_token(settings, clock, ADMIN)).json()
+    assert listed[0]["paused_at"] and listed[0]["waiting"] == GIVE_UP_AFTER
+    resumed = client.post(
+        f"/staff/webhooks/{listed[0]['id']}/resume",
+        data={"csrf": csrf(client.get("/staff/webhooks").text)},
+    )
+    assert resumed.status_code == 200 and "Working" in visible(resumed.text)
+    assert post(settings, clock) == (GIVE_UP_AFTER, 0)
+    assert len(receiver.events(secret)) == 2 + GIVE_UP_AFTER
+
+
+def test_only_an_admin_connects_systems_and_a_bad_address_is_refused(app, smtp, settings, clock):
+    with TestClient(app, base_url="https://testserver") as client:
+        editor = api_token(settings, clock, EDITOR)
+        admin = api_token(settings, clock, ADMIN)
+        hook = {"url": "https://crm.example.org/hooks", "events": ["enrolled"]}
+        assert client.post("/api/staff/webhooks", json=hook, headers=editor).status_code == 403
+        plain = client.post(
+            "/api/staff/webhooks", json={**hook, "url": "http://crm.example.org/"}, headers=admin
+        )
+        assert plain.status_code == 422 and "https://" in plain.json()["error"]
+        unknown = client.post(
+            "/api/staff/webhooks", json={**hook, "events": ["opened"]}, headers=admin
+        )
+        assert unknown.status_code == 422 and "lesson.sent" in unknown.json()["error"]
+        made = client.post("/api/staff/webhooks", json=hook, headers=admin)
+        assert made.status_code == 201 and made.json()["secret"].startswith("whsec_")
+        assert (
+            client.delete(f"/api/staff/webhooks/{made.json()['id']}", headers=admin).status_code
+            == 204
+        )

@@ -35,6 +35,23 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+DEV_STAFF = "admin@example.org"
+
+
+def _dev_staff_link(settings: Settings, base_url: str) -> str:
+    """The dev admin's account (made once) and a one-time link that signs it in."""
+    from course.clock import SystemClock
+    from course.db import engine_for, session_scope
+    from course.staff import accounts, sign_in
+
+    with session_scope(engine_for(settings.database_url)) as session:
+        if accounts.find(session, DEV_STAFF) is None:
+            accounts.add(session, SystemClock(), email=DEV_STAFF, role="admin", name="Dev admin")
+        issued = sign_in.request_link(session, SystemClock(), email=DEV_STAFF)
+    assert issued is not None  # the account was just made or found
+    return f"{base_url}/staff/sign-in/{issued[1]}"
+
+
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     """Everything on embedded defaults: SQLite, a private Redis, a mail catcher, web, worker, beat."""
     from course.cli.database import DEV, FROM_ENVIRONMENT, announce
@@ -100,6 +117,8 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
                 version, _ = publish(session, sequence, SystemClock())
             print(f"Published {sequence.slug} version {version.version}.")
 
+        staff_link = _dev_staff_link(settings, base_url)
+
         # No banners: they would scroll the URLs printed below off the screen.
         celery = [sys.executable, "-m", "celery", "-A", "worker", "--quiet"]
         beat_schedule = str(dev_dir / "beat-schedule")
@@ -115,6 +134,10 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
             f"  Sign up:      {base_url}/\n"
             f"  Dev mailbox:  {base_url}/dev/mailbox\n"
             f"  Health:       {base_url}/health\n"
+            f"  Staff:        {staff_link}\n"
+            f"                (signs in {DEV_STAFF}, an admin, once, within 20 minutes; after\n"
+            f"                that ask at {base_url}/staff/sign-in and open the email in the\n"
+            "                dev mailbox)\n"
             "Press Ctrl+C to stop.\n",
             flush=True,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import httpx
 import pytest
 
 from course.cli.embedded_redis import free_port
@@ -149,4 +151,35 @@ def test_a_signal_while_course_dev_starts_a_process_stops_that_process_too(
         dev.send_signal(signal.SIGTERM)
         assert_ends_with_everything(dev, signal.SIGTERM, port)
     finally:
+        kill_what_is_left(dev)
+
+
+def test_course_dev_prints_a_link_that_signs_its_admin_in(tmp_path: Path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COURSE_")}
+    env["COURSE_DATABASE_URL"] = f"sqlite:///{tmp_path / 'dev.db'}"
+    env["COURSE_DEV_MAILBOX"] = str(tmp_path / "mailbox")
+    out = tmp_path / "out.txt"
+    with out.open("wb") as sink:
+        dev = subprocess.Popen(
+            [*COURSE_DEV, "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: healthy(port), 90, "course dev to answer /health")
+        found = re.search(r"Staff: +(http://\S+/staff/sign-in/\S+)", out.read_text())
+        assert found, out.read_text()
+        with httpx.Client(follow_redirects=False) as client:
+            assert "Sign in" in client.get(found.group(1)).text
+            signed = client.post(found.group(1))
+            assert signed.status_code == 303 and signed.headers["location"] == "/staff"
+            home = client.get(f"http://127.0.0.1:{port}/staff")
+            assert home.status_code == 200 and "admin@example.org (admin)" in home.text
+    finally:
+        dev.send_signal(signal.SIGTERM)
+        dev.wait(60)
         kill_what_is_left(dev)

@@ -344,6 +344,24 @@ def test_an_email_without_the_crisis_footer_or_unsubscribe_link_is_refused(
         assert any(f"the {part} part is missing {missing}" in p for p in problems), problems
 
 
+@pytest.mark.parametrize(
+    ("cut", "missing"),
+    [
+        (" y marque 2 para español", "the crisis footer (988: press 2 for Spanish)"),
+        (", o envíe la palabra AYUDA por texto al", "the crisis footer (988: text AYUDA)"),
+    ],
+)
+def test_a_spanish_email_without_988_in_spanish_is_refused(tmp_path: Path, cut: str, missing: str):
+    layout_dir = tmp_path / "layout"
+    shutil.copytree(LESSONS / "_layout", layout_dir)
+    for name in ("email.html", "email.txt"):
+        path = layout_dir / name
+        assert cut in path.read_text()
+        path.write_text(path.read_text().replace(cut, ""))
+    problems = problems_of(LESSONS / "family-guide-es", Layout.load(layout_dir))
+    assert any(f"missing {missing}" in p for p in problems), problems
+
+
 def test_the_check_table_reports_grade_and_words(course_dir: Path, capsys):
     assert main(["lessons", "check", str(LESSONS / "family-guide")]) == 0
     out = capsys.readouterr().out

@@ -10,7 +10,7 @@ from course.authoring import load_sequence
 from course.db import engine_for, session_scope
 from course.models import Delivery, Enrollment
 from course.settings import PROJECT_ROOT
-from tests.support import confirm_link, selected_course, stage_token, unsubscribe_link
+from tests.support import confirm_link, selected_course, stage_token, unsubscribe_link, visible
 
 SPANISH = {"Accept-Language": "es-MX,es;q=0.9,en;q=0.5"}
 ENGLISH = {"Accept-Language": "en-US,en;q=0.9"}
@@ -120,3 +120,19 @@ def test_confirming_the_stage_switch_sends_the_never_skip_lessons_then_aftercare
     with session_scope(engine_for(settings.database_url)) as session:
         sent = session.exec(select(Delivery.position).where(Delivery.kind == "lesson")).all()
     assert sorted(sent) == [1, 5, 9, first_aftercare]
+
+
+def test_the_sign_up_page_claims_no_authors_unless_the_centre_names_them(
+    settings, clock, family_guides, queued
+):
+    from fastapi.testclient import TestClient
+
+    from course.web import create_app
+
+    plain = TestClient(create_app(settings, clock, enqueue=queued.extend, kick=lambda: None))
+    page = visible(plain.get("/", headers=ENGLISH).text)
+    assert "trusted health sources, such as NIDA, the CDC and SAMHSA" in page
+    assert "counsellor" not in page.lower()
+    settings.about = "Written by the counsellors of Riverside Recovery Centre."
+    named = TestClient(create_app(settings, clock, enqueue=queued.extend, kick=lambda: None))
+    assert "Written by the counsellors of Riverside Recovery Centre." in named.get("/").text

@@ -23,7 +23,7 @@ from sqlmodel import select
 from course.cli.embedded_redis import EmbeddedRedis
 from course.clock import SystemClock, as_utc
 from course.db import engine_for, session_scope
-from course.models import Enrollment
+from course.models import Delivery, Enrollment
 from course.queue import enqueue_sends
 from course.sending import tick
 from course.settings import PROJECT_ROOT, Settings
@@ -438,3 +438,54 @@ def test_staff_pause_resume_and_resend_through_the_broker(
     assert subjects()[4] == "Welcome"
     with session_scope(engine) as session:
         assert session.exec(select(Enrollment)).one().status == "completed"
+
+
+def test_pace_and_discreet_mode_change_the_next_email_through_the_broker(
+    settings, smtp, mini_course, env, processes
+):
+    """A reader slows the course to a lesson a week and asks for discretion after lesson 1:
+    the real worker sends lesson 2 a week (of course days) after lesson 1, from a plain sender
+    under a plain subject, and the course still ends with every lesson once."""
+    from course.readers import preferences
+
+    day = 0.6  # lesson 2 is due 1.2 s after lesson 1: time for the change to land first
+    settings.day_seconds = day
+    env["COURSE_DAY_SECONDS"] = str(day)
+    [reader] = active_readers(settings, SystemClock(), 1)
+    processes("worker", concurrency=2)
+    processes("beat")
+    engine = engine_for(settings.database_url)
+    wait_for(lambda: len(smtp.to(reader)) == 1, 20, "lesson 1")
+
+    def lesson_two_planned() -> bool:
+        with session_scope(engine) as session:
+            e = session.exec(select(Enrollment)).one()
+            return e.next_position == 2 and e.next_due_at is not None
+
+    wait_for(lesson_two_planned, 20, "lesson 1 recorded and lesson 2 planned")
+    with session_scope(engine) as session:
+        e = session.exec(select(Enrollment)).one()
+        enrollment_id = e.id or 0
+        planned = as_utc(e.next_due_at) if e.next_due_at else None
+        preferences.set_pace(session, settings, SystemClock(), enrollment_id=enrollment_id, days=7)
+        preferences.set_discreet(
+            session, settings, SystemClock(), enrollment_id=enrollment_id, discreet=True
+        )
+    with session_scope(engine) as session:
+        e = session.exec(select(Enrollment)).one()
+        due = as_utc(e.next_due_at) if e.next_due_at else None
+        sent = session.exec(
+            select(Delivery).where(Delivery.position == 1, Delivery.kind == "lesson")
+        ).one()
+    assert planned and due and due > planned, "the pace moved the next lesson later"
+    assert sent.sent_at and (due - as_utc(sent.sent_at)).total_seconds() >= 6 * day, "a week on"
+    wait_for(lambda: len(smtp.to(reader)) == 2, 30, "lesson 2 at the new pace")
+    second = smtp.to(reader)[1]
+    assert second["Subject"] == "A note for you" and str(second["From"]).startswith("Notes <")
+    wait_for(lambda: status_of(engine) == "completed", 40, "the course to end at the new pace")
+    assert [m["Subject"] for m in smtp.to(reader)].count("A note for you") == 2
+
+
+def status_of(engine) -> str:
+    with session_scope(engine) as session:
+        return session.exec(select(Enrollment)).one().status

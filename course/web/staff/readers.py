@@ -37,6 +37,14 @@ NOTICES = {
 }
 
 
+def attachment(filename: str) -> dict[str, str]:
+    """Headers of a download of personal data: saved as a file, kept in no cache."""
+    return {
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        "Cache-Control": "no-store",
+    }
+
+
 def _reader_page(
     request: Request,
     actor: Actor,
@@ -179,10 +187,7 @@ def export_reader(
     return Response(
         json.dumps(data, indent=2, ensure_ascii=False),
         media_type="application/json",
-        headers={
-            "Content-Disposition": f'attachment; filename="reader-{subscriber_id}.json"',
-            "Cache-Control": "no-store",
-        },
+        headers=attachment(f"reader-{subscriber_id}.json"),
     )
 
 
@@ -304,10 +309,7 @@ def csv_answer(actor: Actor, *, slug: str, kind: str, clock: Clock, engine: Engi
     return StreamingResponse(
         export.csv_chunks(export.rows(engine, kind, slug)),
         media_type="text/csv; charset=utf-8",
-        headers={
-            "Content-Disposition": f'attachment; filename="{slug}-{kind}.csv"',
-            "Cache-Control": "no-store",
-        },
+        headers=attachment(f"{slug}-{kind}.csv"),
     )
 
 

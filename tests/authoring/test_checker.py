@@ -515,7 +515,9 @@ def test_the_heading_inside_the_email_may_say_more_than_the_subject(course_dir: 
     sample = reports[1].samples[0]
     assert sample.subject == "Lesson two of the mini course"
     assert re.search(r"<h1[^>]*>What to do in an overdose</h1>", sample.html)
-    assert sample.text.startswith("What to do in an overdose\n")
+    # The text part's first line is what a plain-text inbox previews: the preheader, then the
+    # heading that says more.
+    assert sample.text.startswith("The second lesson.\n\nWhat to do in an overdose\n")
 
 
 def test_spanish_is_scored_with_a_spanish_formula(course_dir: Path):

@@ -15,7 +15,13 @@ The rules, in order:
    in sequence order) if there are more of them than days. The day after C comes the check-in
    lesson; then the course goes on with what is left, in order.
 4. **A treatment start date** T: a lesson due on or after T is chosen as after the switch.
-5. **A pause** holds the next lesson back until it ends.
+5. **A pause** holds the next lesson back until it ends; a lesson that fell due while the
+   course was paused comes at the reader's next send hour once they resume (course.timing). The
+   lesson is chosen as of when it can first go out, not as of the last one sent: the days before
+   C are counted from that day. Once that day is C or later, nothing prepares "before" C any
+   more: the check-in comes the day after C if that day has not passed, and the preparing
+   lessons (never-skip ones included) go out in sequence order with the rest, at the reader's
+   pace, none skipped. So a pause never lands a lesson on the day of C, nor one out of order.
 
 Days are the reader's calendar days, at their send hour in their time zone (course.schedule);
 a compressed course day (demos, tests) maps dates onto the course's start instead.
@@ -97,7 +103,11 @@ class Calendar:
         if self.real:
             return instant.astimezone(self._tz()).date()
         days = (instant - self.start).total_seconds() // self.day_seconds
-        return self.start.date() + timedelta(days=int(days))
+        # A pause until the reader comes back ends in the year 9999, far more compressed days
+        # away than a date can hold: it is the last date, after every other.
+        return self.start.date() + timedelta(
+            days=min(int(days), (date.max - self.start.date()).days)
+        )
 
     def slot(self, day: date) -> datetime:
         """When a lesson goes out on `day`."""
@@ -132,10 +142,13 @@ def next_lesson(
     after: int,
     at: datetime,
     sent: Collection[int] | None = None,
+    not_before: datetime | None = None,
 ) -> Next:
     """The lesson to send after position `after` went out at `at` (0 and the confirmation
     time before the first lesson). `sent`: every position sent so far; None means exactly
-    those up to `after` (the order was never changed), which is all the sending path knows."""
+    those up to `after` (the order was never changed), which is all the sending path knows.
+    `not_before`: the earliest it may go out besides a pause (a course replanned while idle:
+    now's next send slot)."""
     done = set(sent) if sent is not None else {s.position for s in steps if s.position <= after}
     left = [s for s in steps if s.position not in done and (sent is not None or s.position > after)]
     conversation = prefs.conversation_on
@@ -149,20 +162,21 @@ def next_lesson(
             return prefs.pace_days
         return step.delay_days
 
+    # The lesson is chosen as of when it can go out: chosen as of `at`, one held back past the
+    # conversation day by a pause would still be one "before" it.
+    earliest = max(t for t in (at, prefs.paused_until, not_before) if t is not None)
     today = calendar.date_of(at)
     choice: tuple[Step, datetime] | None = None
     if not done:  # the welcome lesson comes first whatever else is planned
         choice = _in_order([s for s in left if s.anchor != AFTER_CONVERSATION], at, gap=gap)
     elif conversation is not None and today < conversation:
-        choice = _before_conversation(left, prefs, calendar, at=at, gap=gap)
+        choice = _before_conversation(left, prefs, calendar, at=at, earliest=earliest, gap=gap)
     if choice is None:
-        choice = _ordinary(left, prefs, calendar, at=at, gap=gap)
+        choice = _ordinary(left, prefs, calendar, at=at, earliest=earliest, gap=gap)
     if choice is None:
         return Next(None, None)
     step, due = choice
-    if prefs.paused_until is not None and due < prefs.paused_until:
-        due = prefs.paused_until
-    return Next(step.position, due)
+    return Next(step.position, max(due, earliest))
 
 
 def _in_order(left: list[Step], at: datetime, *, gap: _Gap) -> tuple[Step, datetime] | None:
@@ -177,25 +191,36 @@ def _switched(prefs: Preferences, calendar: Calendar, due: datetime) -> bool:
 
 
 def _ordinary(
-    left: list[Step], prefs: Preferences, calendar: Calendar, *, at: datetime, gap: _Gap
+    left: list[Step],
+    prefs: Preferences,
+    calendar: Calendar,
+    *,
+    at: datetime,
+    earliest: datetime,
+    gap: _Gap,
 ) -> tuple[Step, datetime] | None:
-    """The course as it goes after the conversation, or without one."""
+    """The course as it goes after the conversation, or without one: from `at`, the last
+    lesson, and not before `earliest`."""
     conversation = prefs.conversation_on
     check_in = next((s for s in left if s.anchor == AFTER_CONVERSATION), None)
     if check_in is not None and conversation is not None:
         day_after = conversation + timedelta(days=1)
-        if calendar.date_of(at) <= day_after:  # not missed: it is the next thing to come
-            due = max(calendar.slot(day_after), at)
+        if calendar.date_of(earliest) <= day_after:  # not missed: it is the next thing to come
+            due = max(calendar.slot(day_after), earliest)
             return check_in, due
     rest = [s for s in left if s.anchor != AFTER_CONVERSATION]
     if not rest:
         return None
-    due = _not_on_the_day(calendar.after(at, gap(rest[0])), prefs, calendar)
+
+    def due_of(step: Step) -> datetime:
+        return _not_on_the_day(max(calendar.after(at, gap(step)), earliest), prefs, calendar)
+
+    due = due_of(rest[0])
     if _switched(prefs, calendar, due):
         rest = [s for s in rest if s.after_switch]
         if not rest:
             return None
-        due = _not_on_the_day(calendar.after(at, gap(rest[0])), prefs, calendar)
+        due = due_of(rest[0])
     return rest[0], due
 
 
@@ -209,20 +234,29 @@ def _not_on_the_day(due: datetime, prefs: Preferences, calendar: Calendar) -> da
 
 
 def _before_conversation(
-    left: list[Step], prefs: Preferences, calendar: Calendar, *, at: datetime, gap: _Gap
+    left: list[Step],
+    prefs: Preferences,
+    calendar: Calendar,
+    *,
+    at: datetime,
+    earliest: datetime,
+    gap: _Gap,
 ) -> tuple[Step, datetime] | None:
     """A lesson that prepares for the conversation, before it; None when none is left or no
     day is left for one (then the check-in and the rest come after)."""
     conversation = prefs.conversation_on
     assert conversation is not None
-    switched = _switched(prefs, calendar, at)
+    switched = _switched(prefs, calendar, earliest)
     before = [
         s
         for s in left
         if (s.anchor == BEFORE_CONVERSATION or s.never_skip) and (not switched or s.after_switch)
     ]
-    # The days with room for a lesson: tomorrow (one a day at most) up to the day before.
-    days_left = (conversation - calendar.date_of(at)).days - 1
+    # The days with room for a lesson, up to the day before: from tomorrow (one a day at most),
+    # or from the first send slot a pause or a late replan leaves.
+    today = calendar.date_of(at)
+    first_day = max(today + timedelta(days=1), calendar.date_of(calendar.next_slot(earliest)))
+    days_left = (conversation - first_day).days
     if not before or days_left <= 0:
         return None
     if len(before) > days_left:  # more than fit, one a day: the most needed first
@@ -231,8 +265,12 @@ def _before_conversation(
     first = before[0]
     natural = [max(1, gap(s)) for s in before]
     # At their own pace if they fit; spread evenly over the days left if not.
-    days = natural[0] if sum(natural) <= days_left else max(1, days_left // len(before))
-    return first, calendar.after(at, days)
+    own_pace = max(today + timedelta(days=natural[0]), first_day)
+    if own_pace + timedelta(days=sum(natural[1:])) < conversation:
+        day = own_pace
+    else:
+        day = first_day + timedelta(days=max(1, days_left // len(before)) - 1)
+    return first, calendar.after(at, (day - today).days)
 
 
 def steps_of(lessons: Sequence[tuple[int, int, str, bool, str]]) -> tuple[Step, ...]:

@@ -162,11 +162,12 @@ def replanned(
 ) -> Next:
     """The next lesson for a reader idle between lessons, planned from what they have had. A
     lesson that would already be due comes at `now`'s next send slot (a resumed course does not
-    catch up at 3 a.m.), or with `catch_up` at once (the tick, just after a lesson went out)."""
+    catch up at 3 a.m.), or with `catch_up` at once (the tick, just after a lesson went out); a
+    first lesson not sent yet still goes at once. It is chosen as of then (course.plan, rule 5)."""
     after, at, positions = sent
     cal = calendar(enrollment, subscriber, day_seconds=day_seconds, now=now)
     prefs = preferences(enrollment, subscriber)
-    found = next_lesson(steps, prefs, cal, after=after, at=at or now, sent=positions)
-    if found.position is None or found.due is None or found.due >= now or catch_up:
-        return found
-    return Next(found.position, cal.next_slot(now))
+    not_before = now if catch_up or at is None else cal.next_slot(now)
+    return next_lesson(
+        steps, prefs, cal, after=after, at=at or now, sent=positions, not_before=not_before
+    )

@@ -321,11 +321,10 @@ def test_preview_of_a_new_sequence_to_a_named_file(tmp_path: Path) -> None:
     page = (tmp_path / "look" / "words.html").read_text(encoding="utf-8")
     assert "Words that help: putting the person first</h1>" in page
     assert "The same goes for drinking." in page
-    assert (
-        (tmp_path / "look" / "words.txt")
-        .read_text(encoding="utf-8")
-        .startswith("Words that help: putting the person first")
-    )
+    # The text part: its preview line first (what an inbox shows), then the heading.
+    text = (tmp_path / "look" / "words.txt").read_text(encoding="utf-8").splitlines()
+    assert text[0] == "One small idea for this week, and an easy way to try it."
+    assert text[2] == "Words that help: putting the person first"
 
 
 @pytest.mark.parametrize(

@@ -118,7 +118,8 @@ FOCUS_RING = """el => {
   };
   const [hi, lo] = [lum(rgba(s.outlineColor)), lum(behind)].sort((x, y) => y - x);
   return {style: s.outlineStyle, width: parseFloat(s.outlineWidth),
-          contrast: (hi + 0.05) / (lo + 0.05), tag: el.tagName};
+          contrast: (hi + 0.05) / (lo + 0.05), tag: el.tagName,
+          where: el.outerHTML.slice(0, 120)};
 }"""
 
 
@@ -130,7 +131,7 @@ def tab_to(page: Any, selector: str, *, back: bool = False, most: int = 80) -> N
         page.keyboard.press("Shift+Tab" if back else "Tab")
         ring = page.evaluate(f"() => ({FOCUS_RING})(document.activeElement)")
         if ring["tag"] != "IFRAME":  # inside the preview, the email's own styles apply
-            where = page.evaluate("() => document.activeElement.outerHTML.slice(0, 120)")
+            where = ring["where"]  # read with the ring, in one go: the focus may move on
             assert ring["style"] != "none" and ring["width"] >= 2, f"no focus ring on {where}"
             assert ring["contrast"] >= 3, f"a faint focus ring ({ring['contrast']:.1f}:1) {where}"
         if target.evaluate_all("found => found.includes(document.activeElement)"):
@@ -193,6 +194,9 @@ def write_lesson(page: Any, *, subject: str, preheader: str, text: str) -> None:
     # Unsaved, the preview already shows it: htmx posts the typed fields and swaps the frame.
     expect(preview_text(page)).to_contain_text(text, timeout=WAIT_MS)
     type_into(page, "#sources", SOURCE)
+    # The preview follows this typing too: let it land before tabbing on (tabbing through the
+    # frame while htmx swaps it would move the focus under the keyboard's feet).
+    expect(preview_text(page)).to_contain_text("SAMHSA National Helpline", timeout=WAIT_MS)
     tab_to(page, "button:text('Save and preview')")
     press(page)
 

@@ -156,6 +156,8 @@ class Enrollment(SQLModel, table=True):
         # The course dashboard (course.stats): readers by where they are, sign-ups by day.
         Index("ix_enrollment_course", "sequence_slug", "status", "next_position"),
         Index("ix_enrollment_course_signups", "sequence_slug", "created_at"),
+        # Courses that ended since the last webhook sweep (course.outbound).
+        Index("ix_enrollment_ended", "ended_at"),
         NO_REUSE,
     )
 
@@ -445,6 +447,8 @@ class WebhookMessage(SQLModel, table=True):
         # looks back over a window).
         UniqueConstraint("endpoint_id", "event", "about", name="uq_webhook_message"),
         Index("ix_webhook_message_due", "delivered_at", "next_attempt_at"),
+        # Its id is the webhook-id receivers tell repeats apart by: never reused.
+        NO_REUSE,
     )
 
     id: int | None = Field(default=None, primary_key=True)

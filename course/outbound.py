@@ -7,11 +7,13 @@ swept into the outbox from the delivery table by a periodic task instead, so the
 never does a single write more for them: the sweep looks back over a window longer than any
 send can take to commit, and a unique key keeps a message from being queued twice.
 
-A periodic task posts due messages, signed per the Standard Webhooks specification (the
-`webhook-id`, `webhook-timestamp` and `webhook-signature` headers), never in the way of
-sending lessons (its own task, its own short timeouts). A failed post is tried again with
-backoff (RETRY_AFTER); after GIVE_UP_AFTER failures in a row an endpoint is paused, loudly,
-with the reason staff see on the Webhooks page, until staff resume it. Payloads carry ids,
+A periodic task posts due messages, ten at a time for at most half a minute, each signed as it
+leaves per the Standard Webhooks specification (the `webhook-id`, `webhook-timestamp` and
+`webhook-signature` headers). An endpoint that fails is left alone for the rest of the run, so
+a receiver that is down costs one timeout a run, not one per message, and sending lessons is
+never held up for long. A failed post is tried again with backoff (RETRY_AFTER). An endpoint is
+paused, loudly, with the reason staff see on the Webhooks page, after GIVE_UP_AFTER runs in a
+row that failed on it, or when one message has run out of tries; resuming sends what waited. Payloads carry ids,
 never a reader's address or answers: a receiving system asks the staff API for more.
 """
 
@@ -129,23 +131,29 @@ def enrollment_event(
 
 
 def sweep(engine: Engine, clock: Clock) -> int:
-    """Turn lessons sent since the last sweep (and the courses they completed) into messages.
-    Returns how many messages were queued."""
+    """Turn lessons sent, and courses completed, since the last sweep into messages, in one
+    batch. Returns how many events were looked at (each queued once, whatever the window)."""
     now = clock.now()
-    queued = 0
     with engine.begin() as conn:
         mark = conn.execute(select(WebhookSweep).with_for_update()).first()
         endpoints = conn.execute(
-            select(col(WebhookEndpoint.events), col(WebhookEndpoint.created_at))
+            select(
+                col(WebhookEndpoint.id),
+                col(WebhookEndpoint.events),
+                col(WebhookEndpoint.created_at),
+            )
         ).all()
-        wanting = [
-            as_utc(made)
-            for events, made in endpoints
-            if {"lesson.sent", "completed"} & set(events.strip(",").split(","))
+        wants = {
+            event: [e_id for e_id, events, _ in endpoints if e_id and f",{event}," in events]
+            for event in ("lesson.sent", "completed")
+        }
+        first = [
+            as_utc(made) for e_id, _, made in endpoints if any(e_id in w for w in wants.values())
         ]
         # Never swept: from when the first endpoint that wants these events was connected.
-        since = as_utc(mark.swept_to) - SWEEP_LOOKBACK if mark else min(wanting, default=now)
-        if wanting:
+        since = as_utc(mark.swept_to) - SWEEP_LOOKBACK if mark else min(first, default=now)
+        rows: list[dict[str, Any]] = []
+        if wants["lesson.sent"]:
             sent = conn.execute(
                 select(
                     col(Delivery.id),
@@ -153,8 +161,6 @@ def sweep(engine: Engine, clock: Clock) -> int:
                     col(Delivery.sent_at),
                     col(Enrollment.id),
                     col(Enrollment.subscriber_id),
-                    col(Enrollment.status),
-                    col(Enrollment.ended_at),
                     col(SequenceVersion.slug),
                     col(SequenceVersion.version),
                 )
@@ -168,7 +174,7 @@ def sweep(engine: Engine, clock: Clock) -> int:
                 )
                 .order_by(col(Delivery.sent_at), col(Delivery.id))
             ).all()
-            for d_id, position, sent_at, e_id, reader, status, ended_at, slug, version in sent:
+            for d_id, position, sent_at, e_id, reader, slug, version in sent:
                 payload = {
                     "enrollment": e_id,
                     "reader": reader,
@@ -177,27 +183,75 @@ def sweep(engine: Engine, clock: Clock) -> int:
                     "lesson": position,
                     "sent_at": as_utc(sent_at).isoformat() if sent_at else None,
                 }
-                emit(conn, event="lesson.sent", about=f"delivery:{d_id}", payload=payload, now=now)
-                # Completion is written in the same transaction as the last lesson's "sent".
-                if status == EnrollmentStatus.COMPLETED and ended_at == sent_at:
-                    emit(
-                        conn,
-                        event="completed",
-                        about=f"enrollment:{e_id}",
-                        payload=payload,
-                        now=now,
-                    )
-                queued += 1
+                rows += _rows(
+                    wants["lesson.sent"],
+                    "lesson.sent",
+                    about=f"delivery:{d_id}",
+                    payload=payload,
+                    now=now,
+                )
+        if wants["completed"]:
+            # However a course came to its end (its last lesson sent, a replan, a new version).
+            ended = conn.execute(
+                select(
+                    col(Enrollment.id),
+                    col(Enrollment.subscriber_id),
+                    col(Enrollment.sequence_slug),
+                    col(Enrollment.ended_at),
+                )
+                .where(
+                    col(Enrollment.ended_at) > since,
+                    col(Enrollment.ended_at) <= now,
+                    col(Enrollment.status) == EnrollmentStatus.COMPLETED,
+                )
+                .order_by(col(Enrollment.ended_at), col(Enrollment.id))
+            ).all()
+            for e_id, reader, slug, ended_at in ended:
+                at = as_utc(ended_at).isoformat() if ended_at else ""
+                payload = {"enrollment": e_id, "reader": reader, "course": slug, "ended_at": at}
+                rows += _rows(
+                    wants["completed"],
+                    "completed",
+                    about=f"enrollment:{e_id}@{at}",
+                    payload=payload,
+                    now=now,
+                )
+        if rows:  # one statement, executed for every row at once
+            conn.execute(_insert(conn)(WebhookMessage).on_conflict_do_nothing(), rows)
         if mark is None:  # the first sweep (two at once: one writes it)
             conn.execute(
                 _insert(conn)(WebhookSweep).values(id=1, swept_to=now).on_conflict_do_nothing()
             )
         else:
             conn.execute(update(WebhookSweep).values(swept_to=now))
-    return queued
+    return len(rows)
 
 
-def _claim(engine: Engine, now: datetime, *, limit: int) -> list[tuple[WebhookMessage, str, str]]:
+def _rows(
+    endpoint_ids: list[int], event: str, *, about: str, payload: dict[str, Any], now: datetime
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "endpoint_id": endpoint_id,
+            "event": event,
+            "about": about,
+            "payload": payload,
+            "created_at": now,
+            "next_attempt_at": now,
+            "attempts": 0,
+            "last_error": "",
+        }
+        for endpoint_id in endpoint_ids
+    ]
+
+
+# Messages one run takes at a time, and how long it may hold them: a lease that outlives the
+# posts it covers, so no second run can post them too.
+CLAIM = 10
+RUN_SECONDS = 30.0
+
+
+def _claim(engine: Engine, now: datetime) -> list[tuple[WebhookMessage, str, str]]:
     """Due messages of endpoints that are not paused, leased to this caller."""
     with Session(engine) as session, session.begin():
         query = (
@@ -212,47 +266,73 @@ def _claim(engine: Engine, now: datetime, *, limit: int) -> list[tuple[WebhookMe
                 | (col(WebhookMessage.lease_until) < now),
             )
             .order_by(col(WebhookMessage.id))
-            .limit(limit)
+            .limit(CLAIM)
         )
         if not is_sqlite(engine):
             query = query.with_for_update(skip_locked=True, of=WebhookMessage)
         found = [(m, url, secret) for m, url, secret in session.execute(query).all()]
         for message, _, _ in found:
-            message.lease_until = now + timedelta(seconds=POST_TIMEOUT * 3)
+            # Long enough for every post of the batch to time out, and then some.
+            message.lease_until = now + timedelta(seconds=POST_TIMEOUT * (CLAIM + 1))
         session.flush()
         session.expunge_all()
     return found
 
 
-def post_due(engine: Engine, clock: Clock, *, limit: int = 200) -> tuple[int, int]:
-    """Post every due message once. Returns (delivered, failed)."""
+def post_due(engine: Engine, clock: Clock) -> tuple[int, int]:
+    """Post due messages, a small batch at a time, for at most RUN_SECONDS. An endpoint that
+    fails is left alone for the rest of the run (one failure a run counts against it), so a
+    receiver that is down costs one timeout, not one per message. Returns (delivered, failed)."""
+    import time
+
     import httpx
     from standardwebhooks import Webhook
 
-    now = clock.now()
     delivered = failed = 0
+    failing: set[int] = set()
+    started = time.monotonic()
     with httpx.Client(timeout=POST_TIMEOUT, follow_redirects=False) as client:
-        for message, url, secret in _claim(engine, now, limit=limit):
-            body = _body(message)
-            msg_id = f"msg_{message.id}"
-            headers = {
-                "content-type": "application/json",
-                "webhook-id": msg_id,
-                "webhook-timestamp": str(int(now.timestamp())),
-                "webhook-signature": Webhook(secret).sign(msg_id, now, body),
-                "user-agent": "Homeward-Webhooks/1",
-            }
-            try:
-                answer = client.post(url, content=body, headers=headers)
-                error = "" if answer.is_success else f"HTTP {answer.status_code}"
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"[:300] or type(exc).__name__
-            _outcome(engine, message, error=error, now=clock.now())
-            if error:
-                failed += 1
-            else:
-                delivered += 1
+        while time.monotonic() - started < RUN_SECONDS:
+            batch = _claim(engine, clock.now())
+            if not batch:
+                break
+            for message, url, secret in batch:
+                if message.endpoint_id in failing:
+                    _release(engine, message)
+                    continue
+                body = _body(message)
+                msg_id = f"msg_{message.id}"
+                signed_at = clock.now()  # each post signed as it leaves, never a stale time
+                headers = {
+                    "content-type": "application/json",
+                    "webhook-id": msg_id,
+                    "webhook-timestamp": str(int(signed_at.timestamp())),
+                    "webhook-signature": Webhook(secret).sign(msg_id, signed_at, body),
+                    "user-agent": "Homeward-Webhooks/1",
+                }
+                try:
+                    answer = client.post(url, content=body, headers=headers)
+                    error = "" if answer.is_success else f"HTTP {answer.status_code}"
+                except httpx.HTTPError as exc:
+                    error = f"{type(exc).__name__}: {exc}"[:300]
+                _outcome(engine, message, error=error, now=clock.now())
+                if error:
+                    failed += 1
+                    failing.add(message.endpoint_id)
+                else:
+                    delivered += 1
+            if all(m.endpoint_id in failing for m, _, _ in batch):
+                break  # only failing endpoints left in what is due
     return delivered, failed
+
+
+def _release(engine: Engine, message: WebhookMessage) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(WebhookMessage)
+            .where(col(WebhookMessage.id) == message.id)
+            .values(lease_until=None)
+        )
 
 
 def _body(message: WebhookMessage) -> str:
@@ -288,8 +368,8 @@ def _outcome(engine: Engine, message: WebhookMessage, *, error: str, now: dateti
                 attempts=attempts,
                 lease_until=None,
                 last_error=error,
-                next_attempt_at=now + later if later else message.next_attempt_at,
-                gave_up_at=None if later else now,
+                # Out of tries: it waits for staff, with the endpoint paused below.
+                next_attempt_at=now + (later or RETRY_AFTER[-1]),
             )
         )
         conn.execute(
@@ -297,26 +377,27 @@ def _outcome(engine: Engine, message: WebhookMessage, *, error: str, now: dateti
             .where(endpoint)
             .values(failures=col(WebhookEndpoint.failures) + 1, last_error=error)
         )
+        reason = (
+            f"a message failed {attempts} times over"
+            f" {sum(RETRY_AFTER, timedelta()) // timedelta(hours=1)} hours; the last: {error}"
+            if later is None
+            else f"{GIVE_UP_AFTER} tries in a row failed; the last: {error}"
+        )
         paused = conn.execute(
             update(WebhookEndpoint)
             .where(
                 and_(
                     endpoint,
-                    col(WebhookEndpoint.failures) >= GIVE_UP_AFTER,
+                    (col(WebhookEndpoint.failures) >= GIVE_UP_AFTER) | literal(later is None),
                     col(WebhookEndpoint.paused_at).is_(None),
                 )
             )
-            .values(
-                paused_at=now,
-                paused_reason=f"{GIVE_UP_AFTER} posts in a row failed; the last: {error}"[:500],
-            )
+            .values(paused_at=now, paused_reason=reason[:500])
             .returning(col(WebhookEndpoint.url))
         ).first()
     if paused:
         log.error(
-            "webhook endpoint %s paused after %d failures in a row (last: %s); its messages wait"
-            " until staff resume it",
+            "webhook endpoint %s paused (%s); its messages wait until staff resume it",
             paused[0],
-            GIVE_UP_AFTER,
-            error,
+            reason,
         )

@@ -20,7 +20,28 @@ _RUNNING = (EnrollmentStatus.PENDING, EnrollmentStatus.ACTIVE)
 def stop_everything(
     conn: Connection | Session, *, subscriber_id: int, now: datetime, status: EnrollmentStatus
 ) -> None:
-    """End every running course of the person (as `status`) and cancel their queued emails."""
+    """End every running course of the person (as `status`) and cancel their queued emails;
+    other systems are told of each course that ended (course.outbound)."""
+    event = "bounced" if status == EnrollmentStatus.BOUNCED else "unsubscribed"
+    for enrollment_id, slug, next_position in conn.execute(
+        select(
+            col(Enrollment.id), col(Enrollment.sequence_slug), col(Enrollment.next_position)
+        ).where(
+            col(Enrollment.subscriber_id) == subscriber_id, col(Enrollment.status).in_(_RUNNING)
+        )
+    ).all():
+        outbound.emit(
+            conn,
+            event=event,
+            about=f"enrollment:{enrollment_id}@{now.isoformat()}",
+            payload={
+                "enrollment": enrollment_id,
+                "reader": subscriber_id,
+                "course": slug,
+                "next_lesson": next_position,
+            },
+            now=now,
+        )
     conn.execute(
         update(Enrollment)
         .where(col(Enrollment.subscriber_id) == subscriber_id, col(Enrollment.status).in_(_RUNNING))
@@ -43,8 +64,6 @@ def unsubscribe(session: Session, clock: Clock, enrollment_id: int) -> Subscribe
     if enrollment is None:
         return None  # erased already: nothing is left to stop
     now = clock.now()
-    if enrollment.status in _RUNNING:  # a second click tells nobody anything new
-        outbound.enrollment_event(session, event="unsubscribed", enrollment=enrollment, now=now)
     stop_everything(
         session,
         subscriber_id=enrollment.subscriber_id,
@@ -58,13 +77,6 @@ def suppress(conn: Connection | Session, *, subscriber_id: int, now: datetime, r
     """The address refused our mail for good (an SMTP 5xx): stop everything, and never write to
     it again."""
     stop_everything(conn, subscriber_id=subscriber_id, now=now, status=EnrollmentStatus.BOUNCED)
-    outbound.emit(
-        conn,
-        event="bounced",
-        about=f"reader:{subscriber_id}@{now.isoformat()}",
-        payload={"reader": subscriber_id},
-        now=now,
-    )
     conn.execute(
         update(Subscriber)
         .where(col(Subscriber.id) == subscriber_id)

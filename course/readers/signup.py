@@ -219,6 +219,7 @@ def enroll(session: Session, settings: Settings, clock: Clock, *, req: EnrollReq
         enrollment.pace_days = enrollment.paused_until = None
         enrollment.conversation_on = enrollment.treatment_on = None
         enrollment.reordered = enrollment.replan = False
+        enrollment.consent_note, enrollment.treatment_after = "", None
     enrollment.consent_at = now
     enrollment.consent_source = req.consent_source
     enrollment.consent_wording = req.consent_wording

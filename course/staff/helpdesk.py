@@ -248,13 +248,19 @@ def resend(
 ) -> int:
     """Send a lesson the reader already had once more (they deleted it, or cannot find it). The
     course goes on as it was. Asking twice for the same lesson sends it twice, on purpose."""
+    # Staff pressing twice at once: the second waits here for the first (PostgreSQL), so only
+    # one of them writes the resend row (SQLite takes its write lock at BEGIN already).
+    session.exec(select(Enrollment).where(col(Enrollment.id) == enrollment.id).with_for_update())
     had = session.exec(
-        select(Delivery).where(
+        select(Delivery)
+        .where(
             col(Delivery.enrollment_id) == enrollment.id,
             col(Delivery.kind) == DeliveryKind.LESSON,
             col(Delivery.position) == position,
             col(Delivery.status) == DeliveryStatus.SENT,
         )
+        # The version they had it in last: its words are the ones they know.
+        .order_by(col(Delivery.id).desc())
     ).first()
     if had is None:
         raise InvalidInput(
@@ -298,9 +304,29 @@ def resend(
     return row_id(row)
 
 
+OUTCOMES = ("asked", "asked_recently", "already", "suppressed")
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    queued: list[int]  # the confirmation email to enqueue, if one was written
+    outcome: str  # asked, asked_recently, already, suppressed
+
+    @property
+    def words(self) -> str:
+        return {
+            "asked": "Signed up: they get an email asking them to confirm.",
+            "asked_recently": "Signed up. They were sent a confirmation email a few minutes ago:"
+            " ask them to look for it (and in spam).",
+            "already": "They are already getting this course: nothing was changed.",
+            "suppressed": "This address refused our email before (or was reported): nothing can"
+            " be sent to it.",
+        }[self.outcome]
+
+
 def enroll_by_hand(
     session: Session, settings: Settings, clock: Clock, *, actor: Actor, fields: dict[str, Any]
-) -> list[int]:
+) -> Enrolled:
     """A person who asked at the front desk or on the phone: signed up as the form would, with
     who did it and their note as the consent record. They still confirm by email."""
     note = str(fields.get("consent_note") or "").strip()
@@ -324,18 +350,30 @@ def enroll_by_hand(
         }
     )
     queued = enroll(session, settings, clock, req=req)
-    enrollment = session.exec(
-        select(Enrollment)
+    found = session.exec(
+        select(Enrollment, Subscriber)
         .join(Subscriber, col(Subscriber.id) == col(Enrollment.subscriber_id))
         .where(col(Subscriber.email) == req.email, col(Enrollment.sequence_slug) == req.sequence)
     ).first()
-    if enrollment is not None and enrollment.status == EnrollmentStatus.PENDING:
-        enrollment.consent_note = note
-        session.add(enrollment)
+    if found is None or found[1].suppressed_at is not None:
+        outcome = "suppressed"  # this address refused our mail: nothing is sent to it
+    elif found[0].status == EnrollmentStatus.ACTIVE:
+        outcome = "already"
+    else:
+        found[0].consent_note = note
+        session.add(found[0])
+        outcome = "asked" if queued else "asked_recently"
+    # The note is the reader's consent record, kept with them (and erased with them): the log
+    # says who enrolled which sign-up, not what the note says.
     audit.record(
-        session, clock, actor, action="reader.enroll", target=f"course:{req.sequence}", note=note
+        session,
+        clock,
+        actor,
+        action="reader.enroll",
+        target=f"enrollment:{found[0].id}" if found else f"course:{req.sequence}",
+        outcome=outcome,
     )
-    return queued
+    return Enrolled(queued, outcome)
 
 
 def export(session: Session, clock: Clock, actor: Actor, *, subscriber_id: int) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, func
+from sqlalchemy import delete, func, update
 from sqlmodel import Session, col, select
 
 from course.clock import Clock
@@ -94,6 +94,15 @@ def resume(session: Session, clock: Clock, actor: Actor, *, endpoint_id: int) ->
     endpoint = _get(session, endpoint_id)
     endpoint.paused_at, endpoint.paused_reason, endpoint.failures = None, "", 0
     session.add(endpoint)
+    # What waited goes out at the next run, however far its backoff had pushed it.
+    session.execute(
+        update(WebhookMessage)
+        .where(
+            col(WebhookMessage.endpoint_id) == endpoint_id,
+            col(WebhookMessage.delivered_at).is_(None),
+        )
+        .values(next_attempt_at=clock.now(), gave_up_at=None, attempts=0)
+    )
     audit.record(session, clock, actor, action="webhook.resume", target=endpoint.url)
 
 

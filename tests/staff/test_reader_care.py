@@ -85,7 +85,8 @@ def test_a_reader_is_found_by_address_with_every_lesson_and_what_comes_next(
     with staff(app, smtp) as client:
         page = open_reader(client)
         text = visible(page.text)
-        assert page.status_code == 200 and "A reader: caller@example.org" in text
+        assert page.status_code == 200 and "caller@example.org" in text
+        assert "caller@example.org" not in re.search(r"<title>(.*?)</title>", page.text).group(1)
         assert "Lesson 1: Welcome, Rosa" in text and "sent" in text
         assert "Lesson 2, “Lesson two of the mini course”, due" in text
         assert "Confirmed" in text and "not yet" not in text
@@ -155,6 +156,10 @@ def test_signing_someone_up_by_hand_needs_a_note_and_they_still_confirm(
             "/staff/enroll", data={**fields, "consent_note": "Asked at the front desk"}
         )
         assert done.status_code == 200 and "they get an email asking them to confirm" in done.text
+        again = client.post(
+            "/staff/enroll", data={**fields, "consent_note": "Asked at the front desk"}
+        )
+        assert "sent a confirmation email a few minutes ago" in again.text
     deliver()
     [ask] = smtp.to("desk@example.org")
     assert "confirm" in ask.get_body(preferencelist=("plain",)).get_content().lower()

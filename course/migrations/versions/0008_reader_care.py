@@ -32,6 +32,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_enrollment_course_signups", "enrollment", ["sequence_slug", "created_at"])
     op.create_index("ix_delivery_sent_at", "delivery", ["sent_at"])
+    op.create_index("ix_enrollment_ended", "enrollment", ["ended_at"])
     ts = sa.DateTime(timezone=True)
     op.create_table(
         "webhook_endpoint",
@@ -66,6 +67,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["endpoint_id"], ["webhook_endpoint.id"]),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("endpoint_id", "event", "about", name="uq_webhook_message"),
+        **NO_REUSE,
     )
     op.create_index(
         "ix_webhook_message_due", "webhook_message", ["delivered_at", "next_attempt_at"]
@@ -83,6 +85,7 @@ def downgrade() -> None:
     op.drop_index("ix_webhook_message_due", table_name="webhook_message")
     op.drop_table("webhook_message")
     op.drop_table("webhook_endpoint")
+    op.drop_index("ix_enrollment_ended", table_name="enrollment")
     op.drop_index("ix_delivery_sent_at", table_name="delivery")
     op.drop_index("ix_enrollment_course_signups", table_name="enrollment")
     op.drop_index("ix_enrollment_course", table_name="enrollment")

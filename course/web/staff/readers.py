@@ -33,7 +33,6 @@ NOTICES = {
     "stop": "Stopped: this course sends nothing more. Their other courses go on.",
     "aftercare": "Switched to recovery lessons (the overdose and safety lessons still come).",
     "resend": "The lesson is on its way again.",
-    "enroll": "Signed up: they get an email asking them to confirm.",
 }
 
 
@@ -66,7 +65,7 @@ def _reader_page(
         reader=found,
         now=clock.now(),
         courses=[o.version for o in offers],
-        notice=NOTICES.get(request.query_params.get("notice", ""), ""),
+        notice=NOTICES.get(request.query_params.get("notice", ""), "") or _enrolled(request),
         **context,
     )
 
@@ -157,7 +156,7 @@ def enroll_in_another(
         with session_scope(engine) as session:
             found = helpdesk.reader(session, subscriber_id)
             s = found.subscriber
-            queued = helpdesk.enroll_by_hand(
+            done = helpdesk.enroll_by_hand(
                 session,
                 settings,
                 clock,
@@ -174,8 +173,10 @@ def enroll_in_another(
         return _reader_page(
             request, actor, found, status=422, error=exc.message, error_field=exc.field
         )
-    enqueue([queued])
-    return RedirectResponse(f"/staff/readers/{subscriber_id}?notice=enroll", status_code=303)
+    enqueue([done.queued])
+    return RedirectResponse(
+        f"/staff/readers/{subscriber_id}?enrolled={done.outcome}", status_code=303
+    )
 
 
 @router.get("/readers/{subscriber_id}/export")
@@ -230,7 +231,13 @@ def enroll_page(request: Request, actor: StaffDep, *, engine: EngineDep) -> HTML
         actor=actor,
         section="readers",
         courses=[o.version for o in offers],
+        notice=_enrolled(request),
     )
+
+
+def _enrolled(request: Request) -> str:
+    outcome = request.query_params.get("enrolled", "")
+    return helpdesk.Enrolled([], outcome).words if outcome in helpdesk.OUTCOMES else ""
 
 
 @router.post("/enroll")
@@ -246,7 +253,7 @@ def enroll_by_hand(
     actor, data = form
     try:
         with session_scope(engine) as session:
-            queued = helpdesk.enroll_by_hand(session, settings, clock, actor=actor, fields=data)
+            done = helpdesk.enroll_by_hand(session, settings, clock, actor=actor, fields=data)
     except InvalidInput as exc:
         with session_scope(engine) as session:
             offers = catalog.published(session)
@@ -261,15 +268,9 @@ def enroll_by_hand(
             error_field=exc.field,
             form=data,
         )
-    enqueue([queued])
-    return staff_page(
-        request,
-        "enroll.html",
-        actor=actor,
-        section="readers",
-        courses=[],
-        notice=NOTICES["enroll"],
-    )
+    enqueue([done.queued])
+    # Back to the empty form (a reload sends nothing twice), saying what happened.
+    return RedirectResponse(f"/staff/enroll?enrolled={done.outcome}", status_code=303)
 
 
 @router.get("/courses/{slug}/dashboard", response_class=HTMLResponse)

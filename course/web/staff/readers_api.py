@@ -140,11 +140,11 @@ def enroll_by_hand(
     enqueue: EnqueueDep,
 ) -> Any:
     with session_scope(engine) as session:
-        queued = helpdesk.enroll_by_hand(
+        done = helpdesk.enroll_by_hand(
             session, settings, clock, actor=actor, fields=body.model_dump()
         )
-    enqueue([queued])
-    return {"status": "asked to confirm by email"}
+    enqueue([done.queued])
+    return {"outcome": done.outcome, "said": done.words}
 
 
 @router.get("/readers/{subscriber_id}/export")

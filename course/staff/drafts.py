@@ -518,6 +518,22 @@ def remove_lesson(
 # --- files, checking and previews -------------------------------------------------------------
 
 
+def _lesson_file(o: LessonDraft | Lesson) -> folder.LessonFile:
+    """A lesson, drafted or published, as the file `course lessons check` reads."""
+    return folder.LessonFile(
+        key=o.key,
+        subject=o.subject,
+        preheader=o.preheader,
+        heading=o.heading,
+        body=o.body,
+        delay_days=o.delay_days,
+        module=o.module,
+        never_skip=o.never_skip,
+        anchor=o.anchor,
+        sources=list(o.sources),
+    )
+
+
 def as_files(draft: SequenceDraft, lessons: list[LessonDraft]) -> folder.SequenceFiles:
     return folder.SequenceFiles(
         slug=draft.slug,
@@ -526,21 +542,7 @@ def as_files(draft: SequenceDraft, lessons: list[LessonDraft]) -> folder.Sequenc
         locale=draft.locale,
         sender_name=draft.sender_name,
         options=dict(draft.options),
-        lessons=[
-            folder.LessonFile(
-                key=o.key,
-                subject=o.subject,
-                preheader=o.preheader,
-                heading=o.heading,
-                body=o.body,
-                delay_days=o.delay_days,
-                module=o.module,
-                never_skip=o.never_skip,
-                anchor=o.anchor,
-                sources=list(o.sources),
-            )
-            for o in lessons
-        ],
+        lessons=[_lesson_file(o) for o in lessons],
     )
 
 
@@ -552,21 +554,7 @@ def version_files(session: Session, version: SequenceVersion) -> folder.Sequence
         description=version.description,
         locale=version.locale,
         sender_name=version.sender_name,
-        lessons=[
-            folder.LessonFile(
-                key=o.key,
-                subject=o.subject,
-                preheader=o.preheader,
-                heading=o.heading,
-                body=o.body,
-                delay_days=o.delay_days,
-                module=o.module,
-                never_skip=o.never_skip,
-                anchor=o.anchor,
-                sources=list(o.sources),
-            )
-            for o in _version_lessons(session, row_id(version))
-        ],
+        lessons=[_lesson_file(o) for o in _version_lessons(session, row_id(version))],
     )
 
 

@@ -19,7 +19,10 @@ from sqlalchemy import (
     Engine,
     FromClause,
     Insert,
+    Integer,
+    Select,
     String,
+    any_,
     cast,
     func,
     literal,
@@ -30,6 +33,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Mapped
 from sqlmodel import col
 
 from course.clock import Clock
@@ -42,6 +46,23 @@ from course.settings import Settings
 
 def _chunks(ids: list[int], size: int) -> list[list[int]]:
     return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def _one_of(
+    engine: Engine, key: Mapped[int | None], chosen: Select[int | None]
+) -> ColumnElement[bool]:
+    """`key IN (chosen)`, for an UPDATE whose rows a limited, locking subquery picks.
+
+    On PostgreSQL both `IN (subquery)` (a semi-join) and `UPDATE ... FROM (subquery)` (a join)
+    leave the join method to the planner, which sizes it by the subquery's estimated rows: with
+    a thousand it hashed them and read the whole table (10,000 or 100,000 enrollments; a
+    million deliveries) to find the rows to update. `key = ANY(ARRAY(subquery))` runs the
+    subquery once, on its own, and the planner, which takes an array it has not seen for ten
+    elements, finds the rows through the primary key whatever the table's statistics say.
+    """
+    if is_sqlite(engine):
+        return key.in_(chosen.scalar_subquery())
+    return key == any_(func.array(chosen.scalar_subquery(), type_=postgresql.ARRAY(Integer)))
 
 
 def release_expired(engine: Engine, settings: Settings, clock: Clock, *, limit: int) -> list[int]:
@@ -69,7 +90,7 @@ def release_expired(engine: Engine, settings: Settings, clock: Clock, *, limit: 
         )
     stmt = (
         update(Delivery)
-        .where(col(Delivery.id).in_(expired.scalar_subquery()))
+        .where(_one_of(engine, col(Delivery.id), expired))
         .values(lease_until=now + timedelta(seconds=settings.lease_seconds), lease_owner=None)
         .returning(col(Delivery.id))
     )
@@ -101,7 +122,7 @@ def claim_due(engine: Engine, settings: Settings, clock: Clock, *, limit: int) -
     # While a lesson is in flight the enrollment has no due time; sending sets the next one.
     claim = (
         update(Enrollment)
-        .where(col(Enrollment.id).in_(due.scalar_subquery()))
+        .where(_one_of(engine, col(Enrollment.id), due))
         .values(next_due_at=None)
         .returning(col(Enrollment.id), *_CLAIMED)
     )

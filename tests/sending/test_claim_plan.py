@@ -1,0 +1,151 @@
+"""The tick's UPDATEs find their rows by primary key whatever PostgreSQL's statistics say.
+
+With a thousand rows due out of ten or a hundred thousand, the planner once answered the claim's
+`UPDATE enrollment ... WHERE id IN (SELECT ... LIMIT 1000 FOR UPDATE SKIP LOCKED)` by hashing
+the thousand ids and reading every enrollment; the lease renewal of lost deliveries had the same
+shape. Each test plans the statement the tick really sends, against a table whose fresh
+statistics say many rows are due: the ones that tempted the planner into the full scan.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, Engine, event, text
+
+from course.clock import ManualClock
+from course.db import engine_for
+from course.sending import tick
+from course.settings import Settings
+
+ROWS = 20_000
+
+
+def _sent_by_tick(engine: Engine, settings: Settings, clock: ManualClock, marker: str) -> Any:
+    """The statement (and its parameters) the tick sends whose text holds `marker`."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        tick(engine, settings, clock)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    [found] = [(s, p) for s, p in seen if marker in s]
+    return found
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def _plan(conn: Connection, statement: str, parameters: Any) -> list[dict[str, Any]]:
+    [[raw]] = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, parameters).all()
+    document = json.loads(raw) if isinstance(raw, str) else raw
+    return list(_nodes(document[0]["Plan"]))
+
+
+def _update_scans(nodes: list[dict[str, Any]], table: str) -> list[dict[str, Any]]:
+    """What the UPDATE of `table` reads its target rows with (its subquery reads the same table,
+    under another alias)."""
+    [target] = [n for n in nodes if n["Node Type"] == "ModifyTable" and n["Operation"] == "Update"]
+    assert target["Relation Name"] == table
+    below = [n for child in target.get("Plans", []) for n in _nodes(child)]
+    return [n for n in below if n.get("Relation Name") == table and n["Alias"] == target["Alias"]]
+
+
+def _planned_under_tempting_statistics(
+    engine: Engine, fill: list[str], statement: str, parameters: Any
+) -> list[dict[str, Any]]:
+    """The plan after `fill` and a fresh ANALYZE, all in a transaction rolled back after: the
+    rows and the statistics go with it, and the next test meets neither."""
+    with engine.connect() as conn:
+        try:
+            for step in fill:
+                conn.execute(text(step), {"rows": ROWS})
+            conn.exec_driver_sql("ANALYZE subscriber, enrollment, delivery")
+            return _plan(conn, statement, parameters)
+        finally:
+            conn.rollback()
+            # ANALYZE wrote the row counts in place (they outlive the rollback): count again.
+            conn.exec_driver_sql("ANALYZE subscriber, enrollment, delivery")
+            conn.commit()
+
+
+READERS = """
+INSERT INTO subscriber (email, first_name, time_zone, send_hour, relationship, substance,
+                        created_at, discreet, soft_bounces)
+SELECT 'plan' || n || '@example.org', '', 'UTC', 9, 'parent', 'opioids',
+       TIMESTAMPTZ '2026-01-01', false, 0
+FROM generate_series(1, :rows) AS n
+"""
+
+# Every reader active, and {due} of each four of their lessons already due when the tick runs.
+ENROLLMENTS = """
+INSERT INTO enrollment (link_key, subscriber_id, sequence_slug, version_id, status,
+                        next_position, next_due_at, created_at, reordered, replan,
+                        consent_source, consent_wording, consent_note)
+SELECT md5(s.id::text), s.id, v.slug, v.id, 'active', 1,
+       CASE WHEN s.id % 4 < {due} THEN TIMESTAMPTZ '2026-01-02' ELSE TIMESTAMPTZ '2027-01-01' END,
+       TIMESTAMPTZ '2026-01-01', false, false, 'form', 'abc', ''
+FROM subscriber AS s, (SELECT id, slug FROM sequence_version LIMIT 1) AS v
+"""
+
+
+@pytest.fixture
+def postgres(settings: Settings) -> Engine:
+    engine = engine_for(settings.database_url)
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a PostgreSQL query plan: SQLite's claim has a form of its own")
+    return engine
+
+
+@pytest.mark.parametrize("due", [1, 4], ids=["a quarter due", "all due"])
+def test_the_claim_finds_the_enrollments_it_updates_by_primary_key(
+    postgres, settings, clock, mini_course, due
+):
+    statement, parameters = _sent_by_tick(postgres, settings, clock, "UPDATE enrollment")
+    nodes = _planned_under_tempting_statistics(
+        postgres, [READERS, ENROLLMENTS.format(due=due)], statement, parameters
+    )
+    scans = [
+        f"{n['Node Type']} on {n.get('Relation Name')}" for n in nodes if "Scan" in n["Node Type"]
+    ]
+    assert not [
+        n for n in nodes if n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "enrollment"
+    ], scans
+    assert [n.get("Index Name") for n in _update_scans(nodes, "enrollment")] == [
+        "enrollment_pkey"
+    ], scans
+
+
+def test_lost_deliveries_are_leased_again_by_primary_key(postgres, settings, clock, mini_course):
+    statement, parameters = _sent_by_tick(postgres, settings, clock, "UPDATE delivery")
+    # Half the deliveries pending with their lease run out: more than the renewal's limit.
+    deliveries = """
+    INSERT INTO delivery (enrollment_id, kind, version_id, position, message_id, status,
+                          attempts, lease_until, created_at)
+    SELECT e.id, 'lesson', e.version_id, 1, '<plan.' || e.id || '@homeward.test>',
+           CASE WHEN e.id % 2 = 0 THEN 'pending' ELSE 'sent' END, 1,
+           CASE WHEN e.id % 2 = 0 THEN TIMESTAMPTZ '2026-01-02' END, TIMESTAMPTZ '2026-01-01'
+    FROM enrollment AS e
+    """
+    nodes = _planned_under_tempting_statistics(
+        postgres, [READERS, ENROLLMENTS.format(due=0), deliveries], statement, parameters
+    )
+    scans = [
+        f"{n['Node Type']} on {n.get('Relation Name')}" for n in nodes if "Scan" in n["Node Type"]
+    ]
+    assert not [
+        n for n in nodes if n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "delivery"
+    ], scans
+    assert [n.get("Index Name") for n in _update_scans(nodes, "delivery")] == ["delivery_pkey"], (
+        scans
+    )

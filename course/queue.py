@@ -21,9 +21,14 @@ TICK_TASK = "homeward.tick"
 PURGE_TASK = "homeward.purge"
 WEBHOOKS_TASK = "homeward.webhooks"
 
+
+def broker_url() -> str:
+    return get_settings().redis_url or "redis://127.0.0.1:6379/0"
+
+
 app = Celery("homeward")
 app.conf.update(
-    broker_url=get_settings().redis_url or "redis://127.0.0.1:6379/0",
+    broker_url=broker_url(),
     broker_connection_retry_on_startup=True,
     # kombu's Redis transport, minus a crash when Redis restarts mid-task (course.broker).
     broker_transport="course.broker:Transport",

@@ -21,6 +21,11 @@ app.conf.update(
     # from a killed worker (acks_late alone does not).
     task_acks_late=True,
     worker_prefetch_multiplier=1,
+    # One sending thread per SMTP connection (course.sending.connections): sending is waiting on
+    # the network, which threads share well; a process per connection cost ~100 MB each.
+    # Run one worker process per core for more CPU (`--concurrency` overrides the count).
+    worker_pool="threads",
+    worker_concurrency=settings.smtp_connections,
     broker_transport_options={"visibility_timeout": 3600},
     worker_hijack_root_logger=False,
     beat_schedule={

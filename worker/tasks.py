@@ -5,23 +5,39 @@ from __future__ import annotations
 import gc
 from functools import lru_cache
 
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import (
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 
 from course.clock import SystemClock
 from course.db import engine_for, scrub
 from course.outbound import post_due, sweep
-from course.queue import PURGE_TASK, SEND_TASK, TICK_TASK, WEBHOOKS_TASK, enqueue_sends
+from course.queue import PURGE_TASK, SEND_TASK, TICK_TASK, WEBHOOKS_TASK, broker_url, enqueue_sends
 from course.readers.personal_data import purge_unconfirmed
-from course.sending import Composer, Mailer, SmtpTarget, send_batch
+from course.sending import Composer, SmtpTarget, send_batch
 from course.sending import tick as dispatch_tick
+from course.sending.connections import ConnectionPool
+from course.sending.recording import GroupRecorder
+from course.sending.relay import RelayGuard
 from course.settings import get_settings
 from worker.app import app
 
 
 @lru_cache
-def _mailer() -> Mailer:
-    # One kept-open SMTP connection per worker process, reused by every batch it sends.
-    return Mailer(SmtpTarget.from_url(get_settings().smtp_url))
+def _connections() -> ConnectionPool:
+    # The process's SMTP connections, one per sending thread, each reused by every batch that
+    # thread sends; the provider's limits are shared through the broker's Redis.
+    settings = get_settings()
+    guard = RelayGuard(settings, broker_url())
+    return ConnectionPool(SmtpTarget.from_url(settings.smtp_url), guard=guard)
+
+
+@lru_cache
+def _recorder() -> GroupRecorder:
+    return GroupRecorder(engine_for(get_settings().database_url))
 
 
 @lru_cache
@@ -31,17 +47,25 @@ def _composer() -> Composer:
 
 @worker_process_init.connect
 def _fresh_connections(**_: object) -> None:
-    # A forked child must not share its parent's database or SMTP sockets.
+    # A forked child (the prefork pool) must not share its parent's database or SMTP sockets.
     engine_for.cache_clear()
-    _mailer.cache_clear()
+    _connections.cache_clear()
+    _recorder.cache_clear()
     # Everything loaded so far (Celery, SQLAlchemy, the app) lives as long as the process: keep
     # it out of the collector's full passes, which otherwise stall a send for ~10 ms each.
     gc.freeze()
 
 
+@worker_ready.connect
+def _settled(**_: object) -> None:
+    gc.freeze()  # the threads pool has no process_init: freeze once the worker is up
+
+
 @worker_process_shutdown.connect
+@worker_shutdown.connect
 def _close(**_: object) -> None:
-    _mailer().close()
+    _connections().close()
+    _recorder().close()
 
 
 @app.task(name=TICK_TASK)
@@ -55,14 +79,17 @@ def tick() -> int:
 @app.task(name=SEND_TASK)
 def send(ids: list[int]) -> int:
     settings = get_settings()
+    mailer = _connections().mailer()
     result = send_batch(
         engine_for(settings.database_url),
         settings,
         SystemClock(),
-        mailer=_mailer(),
+        mailer=mailer,
         ids=ids,
         composer=_composer(),
+        recorder=_recorder(),
     )
+    mailer.between_batches()
     return len(result.sent)
 
 

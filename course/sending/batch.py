@@ -5,27 +5,41 @@ Exactly once: a delivery is claimed by one worker (lease owner) before sending, 
 kept alive while the batch is sent (course.sending.lease), and marked sent in the moment the SMTP
 server accepts it, together with the enrollment's next due time. The only duplicate left is a
 message the server accepted just before its worker died (or stalled past its lease), before the
-commit: at most one per killed worker process.
+commit: at most one per SMTP connection the killed worker had open (COURSE_SMTP_CONNECTIONS),
+each sent again with its stored Message-ID.
+
+The provider's limits (course.sending.relay) are checked before each message: its rate, and a
+pause of the whole relay after it said "slow down".
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 
+from course import metrics
 from course.catalog import LessonPlan
 from course.clock import Clock
 from course.models import DeliveryKind, DeliveryStatus, EnrollmentStatus
 from course.sending.compose import Composer
 from course.sending.jobs import Job, claim_and_load
 from course.sending.lease import LeaseKeeper
-from course.sending.mailer import ConnectionProblem, Mailer, PermanentError, TransientError
+from course.sending.mailer import (
+    ConnectionProblem,
+    Mailer,
+    NoPlace,
+    PermanentError,
+    SendError,
+    TransientError,
+)
 from course.sending.outcomes import Outcomes, backoff
-from course.sending.recording import Recorder, recorder_for
+from course.sending.recording import GroupRecorder, RecordHandle
 from course.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,8 +81,12 @@ def send_batch(
     mailer: Mailer,
     ids: list[int],
     composer: Composer | None = None,
+    recorder: GroupRecorder | None = None,
 ) -> BatchResult:
-    """Send the deliveries in `ids` that this worker can claim, recording each outcome at once."""
+    """Send the deliveries in `ids` that this worker can claim, recording each outcome at once.
+
+    A worker passes the recorder its sending threads share; without one the batch has its own.
+    """
     result = BatchResult()
     owner = uuid.uuid4().hex
     jobs, plan = claim_and_load(engine, settings, clock, ids=ids, owner=owner)
@@ -88,13 +106,15 @@ def send_batch(
         ids=[j.delivery.id for j in pending],
         seconds=settings.lease_seconds,
     )
-    with keeper, recorder_for(engine) as recorder:
+    with keeper, ExitStack() as resources:
+        if recorder is None:
+            recorder = resources.enter_context(GroupRecorder(engine))
         batch = _Batch(
             settings=settings,
             clock=clock,
             mailer=mailer,
             composer=composer or Composer(settings, clock),
-            recorder=recorder,
+            recorder=recorder.handle(),
             outcomes=outcomes,
             plan=plan,
             result=result,
@@ -112,7 +132,7 @@ class _Batch:
     clock: Clock
     mailer: Mailer
     composer: Composer
-    recorder: Recorder
+    recorder: RecordHandle
     outcomes: Outcomes
     plan: LessonPlan
     result: BatchResult
@@ -141,13 +161,23 @@ def _send_each(batch: _Batch, pending: list[Job]) -> None:
         nonlocal accepted, writing
         write_accepted()
         if accepted is not None:
-            job, accepted, writing = accepted[0], None, False
+            (job, at), accepted, writing = accepted, None, False
             recorder.wait()
             lease.done(job.delivery.id)
             result.sent.append(job.delivery.id)
+            metrics.sent(job.delivery.kind)
+            metrics.lag((at - _aware(job.delivery.created_at)).total_seconds())
 
+    guard = mailer.guard
     for index, job in enumerate(pending):
         delivery_id = job.delivery.id
+        if guard is not None:
+            if paused := guard.paused_until():
+                # The relay asked everyone to slow down: the rest waits for the pause to end,
+                # without spending an attempt on it.
+                _hand_back(batch, pending[index:], until=_wall_to_clock(clock, paused))
+                break
+            guard.wait_turn()
         message = ahead if ahead is not None else _compose(composer, job)
         ahead = None
         if not lease.holds(delivery_id):  # this worker stalled past the lease: it is another's
@@ -177,12 +207,23 @@ def _send_each(batch: _Batch, pending: list[Job]) -> None:
             lease.done(delivery_id)
             outcomes.bounce(job, clock.now(), exc)
             result.bounced.append(delivery_id)
+            metrics.bounced(job.delivery.kind)
+        except NoPlace:
+            # Not the relay's fault nor the reader's: no attempt spent, the batch waits its turn.
+            _hand_back(batch, pending[index:], until=clock.now() + timedelta(seconds=5))
+            break
         except TransientError as exc:
             lease.done(delivery_id)
             if outcomes.retry(job, clock.now(), exc):
                 result.retried.append(delivery_id)
+                metrics.retried(job.delivery.kind)
             else:
                 result.failed.append(delivery_id)
+                metrics.failed(job.delivery.kind)
+            if guard is not None and _slow_down(exc):
+                until = _wall_to_clock(clock, guard.trip(str(exc)))
+                _hand_back(batch, pending[index + 1 :], until=until)
+                break
             if isinstance(exc, ConnectionProblem):
                 # The server is down for everyone: don't burn through the batch, say so loudly.
                 log.error(
@@ -190,14 +231,34 @@ def _send_each(batch: _Batch, pending: list[Job]) -> None:
                     exc,
                     len(pending) - index - 1,
                 )
-                rest = [j.delivery.id for j in pending[index + 1 :]]
-                for handed_back in rest:
-                    lease.done(handed_back)
-                result.released = outcomes.release(rest, clock.now() + backoff(settings, 1))
+                _hand_back(batch, pending[index + 1 :], until=clock.now() + backoff(settings, 1))
                 break
         else:
             accepted = (job, clock.now())
+            if guard is not None:
+                guard.recovered()
     record_accepted()
+
+
+def _slow_down(exc: SendError) -> bool:
+    """Trouble of the relay's, not of one address: it pauses the relay for every worker."""
+    return isinstance(exc, ConnectionProblem) or exc.code in (421, 451)
+
+
+def _hand_back(batch: _Batch, jobs: list[Job], *, until: datetime) -> None:
+    ids = [j.delivery.id for j in jobs]
+    for handed_back in ids:
+        batch.lease.done(handed_back)
+    batch.result.released.extend(batch.outcomes.release(ids, until))
+
+
+def _wall_to_clock(clock: Clock, epoch: float) -> datetime:
+    """A moment in wall-clock seconds (as Redis shares it) on the service's clock."""
+    return clock.now() + timedelta(seconds=max(epoch - time.time(), 0.0))
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _compose(composer: Composer, job: Job) -> bytes | Exception:

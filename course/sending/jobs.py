@@ -55,6 +55,7 @@ class DeliveryRow:
     position: int
     attempts: int
     message_id: str
+    created_at: datetime  # when it was claimed, as due: the start of its delivery lag
 
 
 @dataclass(frozen=True, slots=True)

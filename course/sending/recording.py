@@ -1,29 +1,27 @@
 """Recording that the SMTP server accepted a message: one "sent" write per message.
 
 Exactly once rests on this write. The write for a message is committed before the next
-message's data goes out, so at most one accepted message per worker process is ever unrecorded.
-It runs while the SMTP server answers the next message's envelope, so the server does not wait
-for the database.
+message's data goes out on the same connection, so at most one accepted message per open SMTP
+connection is ever unrecorded. It runs while the SMTP server answers the next message's
+envelope, so the server does not wait for the database.
 
-Two ways to run it beside the sending loop:
-- PostgreSQL (PostgresRecorder): one statement in autocommit, sent from the sending thread
-  without waiting, its answer read just before the next message's data.
-- SQLite (ThreadRecorder): a short transaction on a thread and a connection of its own.
+A worker process has many connections sending at once; their writes go to one thread with one
+database connection (GroupRecorder), which commits together all those handed in at the same
+moment.
 """
 
 from __future__ import annotations
 
-import hashlib
-import select as io
-from concurrent.futures import Future, ThreadPoolExecutor
+import logging
+import queue
+import threading
+from concurrent.futures import Future
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, DateTime, Engine, Integer, bindparam, case, null, update
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Dialect
 from sqlmodel import col
 
 from course import timing
@@ -34,8 +32,7 @@ from course.plan import next_lesson
 from course.sending.jobs import Job
 from course.settings import Settings
 
-if TYPE_CHECKING:  # psycopg is only installed with PostgreSQL (the postgres extra)
-    from psycopg.pq.abc import PGconn, PGresult
+log = logging.getLogger(__name__)
 
 # Built once: on the hot path, building a statement costs more than running it.
 _MARK_SENT = (
@@ -128,200 +125,138 @@ def sent_writes(
     return writes
 
 
-def record_sent(
-    conn: Connection,
-    settings: Settings,
-    job: Job,
-    *,
-    owner: str,
-    now: datetime,
-    plan: LessonPlan,
-) -> None:
-    """The "sent" write as one transaction on `conn`, straight on the DBAPI cursor."""
-    # Everything is worked out before the transaction, to hold SQLite's write lock briefly.
-    dialect = conn.dialect
-    prepared = [
-        (raw_statement(stmt, dialect), values)
-        for stmt, values in sent_writes(settings, job, owner=owner, now=now, plan=plan)
-    ]
-    with raw_transaction(conn) as cursor:
-        for statement, values in prepared:
-            cursor.execute(statement.sql, statement.params(values))
+class RecordFailed(Exception):
+    """The database refused a "sent" write, or the connection to it broke."""
 
 
-class ThreadRecorder:
-    """Writes "sent" on a thread and a connection of its own, one short transaction each."""
+@dataclass
+class _Handed:
+    writes: list[tuple[Any, dict[str, Any]]]
+    done: Future[None] = field(default_factory=Future)
+
+
+class GroupRecorder:
+    """Writes "sent" for every sending thread of a worker process: one thread, one database
+    connection, and each transaction holds every write handed in since the last one began
+    (group commit). A worker with many SMTP connections has many messages accepted at the same
+    moment; one commit for them all keeps the database's share of a message small (one fsync,
+    one hold of SQLite's write lock) and the process to one connection for it."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="homeward-record")
-        self._resources = ExitStack()
-        self._conn: Connection | None = None
-        self._writing: Future[None] | None = None
+        self._queue: queue.SimpleQueue[_Handed | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        # PostgreSQL takes both writes of a message as one statement (see _MARK_SENT_THEN).
+        self._one_statement = engine.dialect.name == "postgresql"
 
-    def _connection(self) -> Connection:  # only ever called on the thread
-        if self._conn is None:
-            conn = self._resources.enter_context(self._engine.connect())
-            self._conn = self._resources.enter_context(polling_locks(conn))
-        return self._conn
+    def submit(
+        self, settings: Settings, job: Job, *, owner: str, now: datetime, plan: LessonPlan
+    ) -> Future[None]:
+        """Hand in one message's "sent" write; the future is done once it is committed."""
+        # Worked out here, on the sending thread: the writing thread only writes.
+        handed = _Handed(
+            sent_writes(
+                settings, job, owner=owner, now=now, plan=plan, one_statement=self._one_statement
+            )
+        )
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="homeward-record", daemon=True
+                )
+                self._thread.start()
+        self._queue.put(handed)
+        return handed.done
+
+    def handle(self) -> RecordHandle:
+        return RecordHandle(self)
+
+    def close(self) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()
+
+    def __enter__(self) -> GroupRecorder:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        stack = ExitStack()
+        conn: Connection | None = None
+        try:
+            while (first := self._queue.get()) is not None:
+                group, stopping = [first], False
+                while True:  # everything handed in meanwhile joins this transaction
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stopping = True
+                        break
+                    group.append(more)
+                try:
+                    if conn is None:
+                        conn = stack.enter_context(self._engine.connect())
+                        conn = stack.enter_context(polling_locks(conn))
+                    _write(conn, group)
+                except Exception as exc:
+                    log.error("could not record %d sent messages: %s", len(group), exc)
+                    failed = RecordFailed(str(exc))
+                    for handed in group:
+                        handed.done.set_exception(failed)
+                    # The connection may be broken or mid-answer: never use it again.
+                    if conn is not None:
+                        conn.invalidate()
+                    stack.close()
+                    conn = None
+                else:
+                    for handed in group:
+                        handed.done.set_result(None)
+                if stopping:
+                    break
+        finally:
+            stack.close()
+
+
+def _write(conn: Connection, group: list[_Handed]) -> None:
+    """One transaction for the whole group: each statement once, with every row's values."""
+    dialect = conn.dialect
+    by_statement: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
+    for handed in group:
+        for stmt, values in handed.writes:
+            by_statement.setdefault(id(stmt), (stmt, []))[1].append(values)
+    prepared = [(raw_statement(stmt, dialect), rows) for stmt, rows in by_statement.values()]
+    with raw_transaction(conn) as cursor:
+        for statement, rows in prepared:
+            if len(rows) == 1:
+                cursor.execute(statement.sql, statement.params(rows[0]))
+            else:
+                cursor.executemany(statement.sql, [statement.params(v) for v in rows])  # type: ignore[arg-type]
+
+
+class RecordHandle:
+    """One batch's view of the recorder: a message's write is waited for before the next
+    message's data goes out on that batch's connection."""
+
+    def __init__(self, group: GroupRecorder) -> None:
+        self._group = group
+        self._writing: Future[None] | None = None
 
     def record_sent(
         self, settings: Settings, job: Job, *, owner: str, now: datetime, plan: LessonPlan
     ) -> None:
         """Start the write; wait() waits for it."""
         self.wait()
-        self._writing = self._thread.submit(
-            lambda: record_sent(self._connection(), settings, job, owner=owner, now=now, plan=plan)
-        )
-
-    def wait(self) -> None:
-        """Wait for the write in flight, if any, to commit; raise what it raised."""
-        writing, self._writing = self._writing, None
-        if writing is not None:
-            writing.result()
-
-    def __enter__(self) -> ThreadRecorder:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        try:
-            self._thread.submit(self._resources.close).result()
-        finally:
-            self._thread.shutdown()
-
-
-@cache
-def _numbered() -> Dialect:
-    """The dialect for the write in libpq's own form ($1, $2 ... each cast to its type)."""
-    # SQLAlchemy's dialect classes are not annotated.
-    return postgresql.psycopg.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
-
-
-@cache
-def _prepared_name(sql: str) -> bytes:
-    # From the text, not id(): behind a pooler, another process may have prepared a name.
-    return f"homeward_sent_{hashlib.sha256(sql.encode()).hexdigest()[:24]}".encode()
-
-
-class PostgresRecorder:
-    """Writes "sent" as one statement in autocommit, from the sending thread, without waiting.
-
-    A thread, as for SQLite, would do as well, but handing each write to it cost more CPU than
-    the write itself, on the machine the SMTP server and the database share.
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._resources = ExitStack()
-        self._prepared: set[bytes] | None = None  # read from the server on first use
-        self._in_flight = False
-
-    def __enter__(self) -> PostgresRecorder:
-        with ExitStack() as resources:
-            conn = resources.enter_context(self._engine.connect())
-            self._conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            driver = self._conn.connection.driver_connection
-            assert driver is not None
-            self._pg: PGconn = driver.pgconn
-            self._resources = resources.pop_all()
-        return self
-
-    def record_sent(
-        self, settings: Settings, job: Job, *, owner: str, now: datetime, plan: LessonPlan
-    ) -> None:
-        """Send the write to the server; wait() reads its answer."""
-        import psycopg
-
-        self.wait()
-        [(stmt, values)] = sent_writes(
-            settings, job, owner=owner, now=now, plan=plan, one_statement=True
-        )
-        statement = raw_statement(stmt, _numbered())
-        name = _prepared_name(statement.sql)
-        pg = self._pg
-        try:
-            if self._prepared is None:
-                self._prepared = _prepared_statements(pg)
-            if name not in self._prepared:
-                _check(pg.prepare(name, statement.sql.encode()))
-                self._prepared.add(name)
-            pg.send_query_prepared(name, [_as_text(v) for v in statement.params(values)])
-            self._in_flight = True
-            while pg.flush():  # the socket's buffer is full: wait until it drains
-                io.select([], [pg.socket], [])
-        except (psycopg.Error, OSError) as exc:
-            # Not an OSError: the sending loop would take it for the SMTP server being down.
-            raise RecordFailed(str(exc)) from exc
+        self._writing = self._group.submit(settings, job, owner=owner, now=now, plan=plan)
 
     def wait(self) -> None:
         """Wait for the write in flight, if any, to commit; RecordFailed if it did not."""
-        import psycopg
-
-        if not self._in_flight:
-            return
-        error = None
-        try:
-            while (answer := self._pg.get_result()) is not None:
-                error = error or _error(answer)
-        except (psycopg.Error, OSError) as exc:
-            error = str(exc)
-        self._in_flight = False
-        if error:
-            raise RecordFailed(error)
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        from psycopg import pq
-
-        try:
-            self.wait()
-            if exc_type is not None or self._pg.transaction_status != pq.TransactionStatus.IDLE:
-                self._conn.invalidate()  # it may be mid-answer: it must not go back to the pool
-        except BaseException:
-            self._conn.invalidate()
-            raise
-        finally:
-            self._resources.close()
-
-
-Recorder = PostgresRecorder | ThreadRecorder
-
-
-def recorder_for(engine: Engine) -> Recorder:
-    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
-        return PostgresRecorder(engine)
-    return ThreadRecorder(engine)
-
-
-class RecordFailed(Exception):
-    """The database refused a "sent" write, or the connection to it broke."""
-
-
-def _prepared_statements(pg: PGconn) -> set[bytes]:
-    """What this session has prepared. Asked of the server once per batch, not remembered with
-    the pooled connection: psycopg deallocates every statement on a connection after a
-    ROLLBACK once it has prepared some of its own."""
-    answer = pg.exec_(b"SELECT name FROM pg_prepared_statements WHERE name LIKE 'homeward_%'")
-    _check(answer)
-    return {answer.get_value(row, 0) or b"" for row in range(answer.ntuples)}
-
-
-def _check(answer: PGresult) -> None:
-    if error := _error(answer):
-        raise RecordFailed(error)
-
-
-def _error(answer: PGresult) -> str | None:
-    from psycopg import pq
-
-    if answer.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
-        return None
-    return answer.error_message.decode("utf-8", "replace") or f"status {answer.status}"
-
-
-def _as_text(value: Any) -> bytes | None:
-    """A parameter in PostgreSQL's text form (the statement casts each one to its type)."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.isoformat().encode()
-    return str(value).encode()
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field
@@ -65,6 +66,19 @@ class Settings(BaseSettings):
     # after a crash, others take the work over within this (and a tick).
     lease_seconds: int = 30
     max_attempts: int = 12
+
+    # The mail provider. Each worker process keeps this many SMTP connections open and sends on
+    # all of them at once (one sending thread each): across the internet a message waits tens of
+    # milliseconds per round trip, and one connection left the relay idle most of the time.
+    smtp_connections: int = Field(default=16, ge=1, le=256)
+    # What the provider allows, shared by every worker on every host (Redis): messages per
+    # second (0: no limit) and open connections (0: no cap).
+    smtp_rate: float = Field(default=0.0, ge=0)
+    smtp_max_connections: int = Field(default=0, ge=0)
+    # A 421/451 or an unreachable relay pauses it for every worker: this long at first, doubling
+    # while the trouble lasts, up to the maximum.
+    relay_pause_seconds: float = Field(default=5.0, gt=0)
+    relay_pause_max_seconds: float = Field(default=300.0, gt=0)
     retry_base_seconds: int = 60
     confirm_ttl_days: int = 7
     max_body_bytes: int = 16_384
@@ -89,6 +103,17 @@ class Settings(BaseSettings):
     # Provider webhooks (bounces, complaints): each is off until its key is set.
     mailgun_signing_key: str = ""
     sendgrid_public_key: str = ""
+
+    # Operators' view (course.metrics, course.logs). /metrics on the web app answers only a
+    # scraper that sends this as a bearer token; empty, /metrics answers 404 (off).
+    metrics_token: str = ""
+    # Each worker serves its metrics on this port (0: off), on this address: loopback unless
+    # the scraper is on another host.
+    worker_metrics_port: int = 0
+    worker_metrics_host: str = "127.0.0.1"
+    # Log lines as JSON (a log system parses them) or text (a person reads them); unset: text
+    # on a terminal, JSON otherwise.
+    log_format: Literal["json", "text"] | None = None
 
     @property
     def message_domain(self) -> str:

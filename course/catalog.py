@@ -4,17 +4,27 @@ offers, and (for the sending path) each version's lessons, read once per process
 A published version never changes (a change is published as a new version), so a worker
 process reads each one once, not once per batch: with two workers on two cores, those reads
 were a sixth of the time between batches, in which a worker's SMTP connection sits idle.
+
+What the sign-up page offers can change (a publish, a rollback, staff choosing the courses), so
+each web process keeps it for at most OFFERS_FRESH_SECONDS (the `Shelf`): reading it took three
+quarters of the time of a page view. A change made in this process empties the shelf when its
+transaction commits; one made in any other process or on any other host is seen within
+OFFERS_FRESH_SECONDS. The database stays the one truth: nothing has to tell the web processes.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func
+from sqlalchemy import Engine, event, func
+from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, col, select
 
+from course.db import read_only
 from course.errors import UnknownSequence
 from course.models import Lesson, OfferedCourse, SequenceVersion, row_id
 from course.plan import AFTER_CONVERSATION, Step
@@ -81,6 +91,7 @@ def versions(session: Session, keys: Iterable[VersionKey]) -> dict[int, Publishe
 def forget() -> None:
     """Drop everything read so far (each test starts from an empty catalog)."""
     _READ.clear()
+    _forget_offers()
 
 
 @dataclass
@@ -179,21 +190,116 @@ def offered(
     """locale -> the courses the sign-up page offers in it, in order. Staff choose them
     (OfferedCourse); until they have, the one `sequences` names for each language, if it is
     published in that language, and the default course in its own language."""
-    courses = {o.version.slug: o for o in published(session)}
-    picked = session.exec(
-        select(OfferedCourse).order_by(col(OfferedCourse.locale), col(OfferedCourse.position))
-    ).all()
-    chosen: dict[str, list[Offer]] = {}
-    if picked:
-        for row in picked:
-            offer = courses.get(row.slug)
-            if offer is not None and offer.version.locale == row.locale:
-                chosen.setdefault(row.locale, []).append(offer)
+    return Shelf.read(session).offered(sequences, default_sequence)
+
+
+@dataclass(frozen=True)
+class Shelf:
+    """The published courses and the staff's choice among them, as read at one moment: what the
+    sign-up page and `POST /enroll` need, shared read-only by every request of a process."""
+
+    courses: tuple[Offer, ...]
+    picked: tuple[tuple[str, str], ...]  # (locale, slug) in the order staff chose
+    _by_slug: dict[str, Offer] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_slug", {o.version.slug: o for o in self.courses})
+
+    @classmethod
+    def read(cls, session: Session) -> Shelf:
+        picked = session.exec(
+            select(OfferedCourse).order_by(col(OfferedCourse.locale), col(OfferedCourse.position))
+        ).all()
+        return cls(tuple(published(session)), tuple((row.locale, row.slug) for row in picked))
+
+    def course(self, slug: str) -> Offer | None:
+        return self._by_slug.get(slug)
+
+    def offered(self, sequences: dict[str, str], default_sequence: str) -> dict[str, list[Offer]]:
+        """What `offered()` says, from what was read."""
+        chosen: dict[str, list[Offer]] = {}
+        if self.picked:
+            for locale, slug in self.picked:
+                offer = self._by_slug.get(slug)
+                if offer is not None and offer.version.locale == locale:
+                    chosen.setdefault(locale, []).append(offer)
+            return chosen
+        for locale, slug in sequences.items():
+            offer = self._by_slug.get(slug)
+            if offer is not None and offer.version.locale == locale:
+                chosen[locale] = [offer]
+        default = self._by_slug.get(default_sequence)
+        if default and default.version.locale not in chosen:
+            chosen[default.version.locale] = [default]
         return chosen
-    for locale, slug in sequences.items():
-        if slug in courses and courses[slug].version.locale == locale:
-            chosen[locale] = [courses[slug]]
-    default = courses.get(default_sequence)
-    if default and default.version.locale not in chosen:
-        chosen[default.version.locale] = [default]
-    return chosen
+
+
+# How long a web process serves what it read of the offered courses before reading it again:
+# the longest a change made elsewhere takes to reach the sign-up page (README, Operations).
+OFFERS_FRESH_SECONDS = 1.0
+
+
+@dataclass
+class _Kept:
+    shelf: Shelf
+    read_at: float  # time.monotonic()
+
+
+_shelves: dict[Engine, _Kept] = {}
+_refreshing = threading.Lock()
+# Bumped by every change this process commits: a read begun before it must not be kept after.
+_generation = 0
+
+
+def shelf(engine: Engine) -> Shelf:
+    """The offered courses of `engine`'s database, read at most OFFERS_FRESH_SECONDS ago. While
+    one thread reads them again, the others go on with the copy they have, so a page view never
+    queues behind that read; a database error propagates and nothing is kept."""
+    kept = _shelves.get(engine)
+    now = time.monotonic()
+    if kept is not None and now - kept.read_at < OFFERS_FRESH_SECONDS:
+        return kept.shelf
+    if kept is not None and not _refreshing.acquire(blocking=False):
+        return kept.shelf
+    if kept is None:
+        _refreshing.acquire()
+    try:
+        kept = _shelves.get(engine)  # another thread may have read it while this one waited
+        if kept is not None and time.monotonic() - kept.read_at < OFFERS_FRESH_SECONDS:
+            return kept.shelf
+        generation, read_at = _generation, time.monotonic()
+        # Read-only: on SQLite a page view must never wait for, or hold, the write lock.
+        with Session(read_only(engine), expire_on_commit=False) as session:
+            fresh = Shelf.read(session)
+            session.commit()  # ends the read transaction; the rows stay loaded, detached
+        if generation == _generation:
+            _shelves[engine] = _Kept(fresh, read_at)
+        return fresh
+    finally:
+        _refreshing.release()
+
+
+def _forget_offers() -> None:
+    global _generation  # noqa: PLW0603  (one counter for the process, as the shelves are)
+    _generation += 1
+    _shelves.clear()
+
+
+_CHANGED = "homeward.offers_changed"
+
+
+def offers_changed(session: Session) -> None:
+    """Say that `session` changes what the sign-up page offers: when it commits, this process
+    reads the offered courses again (other processes within OFFERS_FRESH_SECONDS)."""
+    session.info[_CHANGED] = True
+
+
+@event.listens_for(OrmSession, "after_commit")
+def _after_commit(session: OrmSession) -> None:
+    if session.info.pop(_CHANGED, False):
+        _forget_offers()
+
+
+@event.listens_for(OrmSession, "after_rollback")
+def _after_rollback(session: OrmSession) -> None:
+    session.info.pop(_CHANGED, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import ClauseElement, Connection, Engine, event, inspect, text
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.engine.interfaces import DBAPICursor
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlmodel import Session, create_engine
 
@@ -42,13 +44,17 @@ def make_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         # Sessions in UTC: a date taken of a timestamp (the dashboard's days) and timestamps as
         # read are UTC days and UTC times, whatever the server's own zone.
-        return create_engine(
+        engine = create_engine(
             url,
-            pool_pre_ping=True,
             pool_size=5,
             max_overflow=5,
+            # Against what closes an idle connection without a word (a firewall, a proxy):
+            # a connection is never reused after this many seconds.
+            pool_recycle=1800,
             connect_args={"options": "-c TimeZone=UTC"},
         )
+        event.listen(engine, "checkout", _refuse_closed)
+        return engine
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
@@ -77,6 +83,20 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _refuse_closed(dbapi_conn: Any, _record: object, _proxy: object) -> None:
+    """Hand out no connection the server has closed, without a round trip (pool_pre_ping's
+    SELECT 1 on every checkout was a query per request): a server that restarts or ends a
+    session sends a last message and closes the socket, so an idle connection with anything to
+    read is gone. The pool then opens another. A connection that dies silently fails its first
+    statement instead, and SQLAlchemy then drops every connection opened before it."""
+    if getattr(dbapi_conn, "closed", False) or getattr(dbapi_conn, "broken", False):
+        raise DisconnectionError("the connection is closed")
+    waiting = select.poll()  # (not select.select: a busy process has descriptors past 1024)
+    waiting.register(dbapi_conn.fileno(), select.POLLIN)
+    if waiting.poll(0):
+        raise DisconnectionError("the server closed the connection")
 
 
 # Tables that hold what a person told us, for scrub().

@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from course.authoring.load import SequenceSpec
-from course.catalog import newest_version
+from course.catalog import newest_version, offers_changed
 from course.clock import Clock
 from course.models import Lesson, SequenceVersion, row_id
 from course.render import compile_lesson
@@ -33,6 +33,7 @@ def publish(session: Session, sequence: SequenceSpec, clock: Clock) -> tuple[Seq
     )
     session.add(version)
     session.flush()
+    offers_changed(session)
     session.add_all(
         Lesson(
             version_id=row_id(version),

@@ -7,8 +7,10 @@ with the settings.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
+from course import logs
 from course.cli import bounces, lessons, operations, readers, serve, staff
 from course.cli.database import announce, check_reachable, with_current_schema
 from course.errors import ConfigurationError, CourseError
@@ -44,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     web = sub.add_parser("web", help="run the web app")
     web.add_argument("--host", default="127.0.0.1")
     web.add_argument("--port", type=int, default=8000)
+    web.add_argument(
+        "--workers",
+        type=serve.workers_arg,
+        default=None,
+        help=f"web processes (default: one per CPU core, here {serve.cpu_count()})",
+    )
+    web.add_argument(
+        "--access-log", action="store_true", help="log a line for every request (off by default)"
+    )
     web.set_defaults(func=serve.cmd_web)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
@@ -132,7 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args, _settings()) or 0)
+        settings = _settings()
+        # What runs for long says what it does; a one-off command's output is its own prints.
+        level = logging.INFO if args.command in ("web", "dev") else logging.WARNING
+        logs.configure(json=logs.wants_json(settings.log_format), level=level)
+        return int(args.func(args, settings) or 0)
     except ConfigurationError as exc:
         print(f"course: cannot start: {exc.message}", file=sys.stderr)
         return 2

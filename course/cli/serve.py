@@ -8,10 +8,30 @@ import os
 import signal
 import subprocess
 import sys
+from typing import Any
 
 from course.errors import CourseError, LessonInvalid
 from course.render import Layout
 from course.settings import DEV_DATABASE, PROJECT_ROOT, Settings, get_settings
+
+
+def cpu_count() -> int:
+    """The cores this process may run on (a container or taskset may allow fewer than the
+    machine has)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def workers_arg(text: str) -> int:
+    """`--workers`: a whole number of processes, at least one."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return value
 
 
 def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
@@ -31,7 +51,22 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
         )
     else:
         settings.require_production_ready()
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, proxy_headers=True)
+    workers = args.workers or cpu_count()
+    # Off unless asked for: a line per request is a tenth of what a sign-up costs, and a proxy in
+    # front usually logs every request already.
+    common: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "proxy_headers": True,
+        "access_log": args.access_log,
+    }
+    if workers == 1:
+        uvicorn.run(create_app(settings), **common)
+    else:
+        # One process runs Python one request at a time, whatever the threads: a process per
+        # core. Each builds its own app from the same environment (create_app() reads
+        # get_settings()), with its own database pool and catalogue (course.catalog.shelf).
+        uvicorn.run("course.web.app:create_app", factory=True, workers=workers, **common)
     return 0
 
 

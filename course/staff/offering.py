@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete
 from sqlmodel import Session
 
-from course.catalog import Offer, offered, published
+from course.catalog import Offer, offered, offers_changed, published
 from course.clock import Clock
 from course.errors import InvalidInput
 from course.models import OfferedCourse
@@ -45,6 +45,7 @@ def choose(session: Session, clock: Clock, actor: Actor, *, slugs: list[str]) ->
             "Offer at least one course: the sign-up page cannot be empty.", "offer_empty", ""
         )
     session.execute(delete(OfferedCourse))
+    offers_changed(session)
     for position, slug in enumerate(slugs):
         session.add(
             OfferedCourse(locale=courses[slug].version.locale, slug=slug, position=position)

@@ -48,7 +48,7 @@ def health(settings: SettingsDep, engine: EngineDep) -> JSONResponse:
         if schema == "current":
             checks["courses"] = (
                 "ok"
-                if open_courses(engine, settings)
+                if open_courses(engine, settings, fresh=True)
                 else "none published: run course lessons publish PATH"
             )
     except Exception as exc:

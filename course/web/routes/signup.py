@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from course.catalog import Offer, latest_version, offered, published
+from course.catalog import Offer, latest_version, offered, shelf
 from course.db import session_scope
 from course.errors import InvalidInput, UnknownSequence
 from course.readers.intake import request_signup
@@ -42,9 +42,12 @@ HONEYPOT = "website"  # a field people never see (course/web/templates/signup.ht
 Offered = dict[str, list[Offer]]
 
 
-def open_courses(engine: Engine, settings: Settings) -> Offered:
-    """The courses the page offers, or none when the database cannot say (not migrated, say)."""
+def open_courses(engine: Engine, settings: Settings, *, fresh: bool = False) -> Offered:
+    """The courses the page offers, or none when the database cannot say (not migrated, say):
+    as this process last read them (course.catalog.shelf), or `fresh` from the database."""
     try:
+        if not fresh:
+            return shelf(engine).offered(settings.sequences, settings.default_sequence)
         with session_scope(engine) as session:
             return offered(session, settings.sequences, settings.default_sequence)
     except SQLAlchemyError:
@@ -100,8 +103,7 @@ def home(request: Request, settings: SettingsDep, engine: EngineDep) -> HTMLResp
 def course_page(request: Request, *, slug: str, engine: EngineDep) -> HTMLResponse:
     """A course's own sign-up page: that course only, whether the home page offers it or not."""
     try:
-        with session_scope(engine) as session:
-            found = next((o for o in published(session) if o.version.slug == slug), None)
+        found = shelf(engine).course(slug)
     except SQLAlchemyError:
         log.exception("the published courses cannot be read")
         raise not_open() from None
@@ -142,14 +144,18 @@ def enroll_route(
         address = hashlib.sha256(req.email.encode()).hexdigest()
         if not limiter.allow("signup_address", address):
             raise too_many()
+        # The one database statement of a sign-up is its INSERT: the course comes from what
+        # this process keeps, unless it was published elsewhere a moment ago.
+        known = shelf(engine).course(req.sequence)
         with session_scope(engine) as session:
-            locale = latest_version(session, req.sequence).locale
+            locale = (known.version if known else latest_version(session, req.sequence)).locale
             # A bot fills in every field, the hidden one too: it gets the same answer, and
             # nothing is taken in.
             if not str(data.get(HONEYPOT) or "").strip():
                 request_signup(session, clock, req)
     except (UnknownSequence, SQLAlchemyError):
-        if not open_courses(engine, settings):  # nothing published yet, or no schema
+        # Asked afresh: the database may have just come back, or had its first course published.
+        if not open_courses(engine, settings, fresh=True):  # nothing published yet, or no schema
             raise not_open() from None
         raise
     except InvalidInput as exc:

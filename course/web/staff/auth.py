@@ -14,7 +14,7 @@ from course.db import session_scope
 from course.settings import Settings
 from course.staff.accounts import Actor, NotPermitted
 from course.staff.sign_in import SESSION_HOURS, csrf_ok, csrf_token, session_actor, token_actor
-from course.web.deps import read_fields
+from course.web.deps import FieldsDep
 from course.web.errors import NotSignedIn
 
 COOKIE = "homeward_staff"
@@ -59,11 +59,13 @@ def csrf_for(request: Request) -> str:
     return csrf_token(settings.secret_key, request.cookies.get(COOKIE, ""))
 
 
-async def _form(request: Request) -> tuple[Actor, dict[str, Any]]:
-    """The signed-in staff member and the fields they posted, CSRF-checked for a browser."""
-    actor = _signed_in(request)
+def _form(request: Request, actor: StaffDep, data: FieldsDep) -> tuple[Actor, dict[str, Any]]:
+    """The signed-in staff member and the fields they posted, CSRF-checked for a browser.
+
+    Plain functions, so the database read of who is asking runs on a thread, never on the event
+    loop; `actor` comes before `data`, so a signed-out post is refused before its body is read.
+    """
     settings: Settings = request.app.state.settings
-    data = await read_fields(request, settings)
     if actor.via == "session" and not csrf_ok(
         settings.secret_key, request.cookies.get(COOKIE, ""), str(data.get("csrf") or "")
     ):

@@ -12,12 +12,13 @@ import io
 import tempfile
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 from sqlmodel import Session
@@ -32,7 +33,15 @@ from course.settings import Settings
 from course.staff import accounts, audit, drafts, offering, sign_in
 from course.staff import mail as staff_mail
 from course.staff.accounts import Actor
-from course.web.deps import ClockDep, EngineDep, LimiterDep, RowId, SettingsDep, client_address
+from course.web.deps import (
+    ClockDep,
+    EngineDep,
+    FieldsDep,
+    LimiterDep,
+    RowId,
+    SettingsDep,
+    client_address,
+)
 from course.web.errors import too_many
 from course.web.pages import TEMPLATES
 from course.web.staff.auth import (
@@ -109,18 +118,16 @@ def sign_in_page(request: Request) -> HTMLResponse:
 
 
 @router.post("/sign-in", response_class=HTMLResponse)
-async def ask_for_link(
+def ask_for_link(
     request: Request,
     background: BackgroundTasks,
     *,
+    data: FieldsDep,
     settings: SettingsDep,
     clock: ClockDep,
     engine: EngineDep,
     limiter: LimiterDep,
 ) -> HTMLResponse:
-    from course.web.deps import read_fields
-
-    data = await read_fields(request, settings)
     raw = str(data.get("email") or "")
     if not limiter.allow("staff_sign_in", client_address(request)):
         raise too_many()
@@ -327,28 +334,44 @@ def import_page(request: Request, actor: StaffDep) -> HTMLResponse:
     return staff_page(request, "import.html", actor=actor, section="courses")
 
 
+@dataclass(frozen=True)
+class _Upload:
+    csrf: str
+    archive: bytes | None  # None: no file chosen
+
+
+async def _read_upload(request: Request) -> _Upload:
+    """The import form, read on the event loop so that the route can run on a thread."""
+    form = await request.form(max_files=1, max_fields=5, max_part_size=2_000_000)
+    upload = form.get("archive")
+    chosen = isinstance(upload, UploadFile) and bool(upload.filename)
+    return _Upload(
+        csrf=str(form.get("csrf") or ""),
+        archive=await upload.read() if chosen and isinstance(upload, UploadFile) else None,
+    )
+
+
 @router.post("/import")
-async def import_upload(
-    request: Request, *, settings: SettingsDep, clock: ClockDep, engine: EngineDep
+def import_upload(
+    request: Request,
+    actor: StaffDep,  # first: a signed-out post is refused before its body is read
+    upload: Annotated[_Upload, Depends(_read_upload)],
+    *,
+    settings: SettingsDep,
+    clock: ClockDep,
+    engine: EngineDep,
 ) -> Response:
     """A zip of a sequence folder becomes a draft (of a new course or a published one)."""
     from course.staff.sign_in import csrf_ok
 
-    actor = current(request)
-    if actor is None:
-        from course.web.errors import NotSignedIn
-
-        raise NotSignedIn("Please sign in to the staff pages first.")
-    form = await request.form(max_files=1, max_fields=5, max_part_size=2_000_000)
     if actor.via == "session" and not csrf_ok(
-        settings.secret_key, request.cookies.get(COOKIE, ""), str(form.get("csrf") or "")
+        settings.secret_key, request.cookies.get(COOKIE, ""), upload.csrf
     ):
         raise InvalidInput("This form is out of date: reload the page and try again.")
-    upload = form.get("archive")
     try:
-        if not isinstance(upload, UploadFile) or not upload.filename:
+        if upload.archive is None:
             raise InvalidInput("Choose a .zip file of a course folder.", "archive", "archive")
-        data = await upload.read()
+        data = upload.archive
         with tempfile.TemporaryDirectory(prefix="homeward-import-") as tmp:
             path = _unzip(data, Path(tmp))
             with session_scope(engine) as session:

@@ -14,7 +14,7 @@ from course.db import engine_for
 from course.queue import enqueue_sends, kick_tick
 from course.ratelimit import Limiter, RedisLimiter
 from course.settings import Settings, get_settings
-from course.web import errors, openapi
+from course.web import errors, metrics, openapi
 from course.web.routes import (
     confirm,
     health,
@@ -53,7 +53,7 @@ ROUTERS = [
         staff_api,
         staff_readers_api,
     )
-] + [staff_webhooks.router, staff_webhooks.api]
+] + [staff_webhooks.router, staff_webhooks.api, metrics.router]
 
 
 def create_app(

@@ -72,7 +72,8 @@ _BREAKER = Gauge(
 )
 _LAG = Histogram(
     "homeward_delivery_lag_seconds",
-    "From when a lesson was due to when the relay accepted it",
+    "From when an email was queued (a lesson: claimed, as it fell due) to when the relay"
+    " accepted it",
     buckets=LAG_BUCKETS,
 )
 
@@ -107,7 +108,9 @@ def bounced(kind: str, count: int = 1) -> None:
 
 
 def lag(seconds: float) -> None:
-    """One lesson sent `seconds` after it was due."""
+    """One email accepted `seconds` after it was queued to go. A lesson is queued when a tick
+    claims it, which is when it falls due unless the ticks are behind: lessons due and not
+    yet claimed show in homeward_oldest_due_seconds instead."""
     # A clock a little apart between hosts can make it negative: that is "on time".
     _LAG.observe(max(seconds, 0.0))
 

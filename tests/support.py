@@ -47,6 +47,22 @@ class SmtpSink:
     delay: float = 0.0
     # Called as each message arrives, before the server accepts it (on the server's thread).
     on_data: Callable[[], None] | None = None
+    # RFC 2920, as mail providers offer it; off, the client waits for each reply in turn.
+    pipelining: bool = True
+    # An answer to every message's data instead of accepting it ("421 ..." for a relay in
+    # trouble), and how many were answered so.
+    data_answer: str | None = None
+    refused_data: int = 0
+    # When each message was accepted (time.monotonic()), and the most taken in at one moment.
+    accepted_at: list[float] = field(default_factory=list)
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+        return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         answer = self.refuse.get(address)
@@ -56,10 +72,20 @@ class SmtpSink:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        if self.delay:
-            import asyncio
+        if self.data_answer is not None:
+            with self.lock:
+                self.refused_data += 1
+            return self.data_answer
+        self.in_flight += 1  # the server's one event loop thread: no lock needed
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.delay:
+                import asyncio
 
-            await asyncio.sleep(self.delay)  # a slow server, so a test can kill a worker mid-batch
+                # A slow server, so a test can kill a worker mid-batch.
+                await asyncio.sleep(self.delay)
+        finally:
+            self.in_flight -= 1
         if self.on_data is not None:
             self.on_data()
         data = envelope.original_content or envelope.content
@@ -67,6 +93,7 @@ class SmtpSink:
         with self.lock:
             self.received.append(msg)
             self.raw.append(data)
+            self.accepted_at.append(time.monotonic())
         return "250 Message accepted"
 
     def to(self, address: str) -> list[EmailMessage]:

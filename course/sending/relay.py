@@ -1,7 +1,9 @@
 """What the mail provider allows, shared by every worker on every host through Redis.
 
-- A sending rate (COURSE_SMTP_RATE, messages per second): a moving window in Redis (the
-  `limits` library), so that in no second do all the workers together send more than that.
+- A sending rate (COURSE_SMTP_RATE, messages per second): each message takes the next free
+  moment from a schedule kept in Redis, evenly spaced (a GCRA-style reservation in one Lua
+  script: `limits`, used for the web's limits, only has windows, which let a second's worth go
+  at once), so that all the workers together never send faster than that.
 - A cap on open connections (COURSE_SMTP_MAX_CONNECTIONS): a counting semaphore in Redis whose
   places expire, so a killed worker's places come back by themselves.
 - A circuit breaker: a 421 or 451 ("slow down"), or a relay that cannot be reached, pauses the
@@ -23,9 +25,6 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import redis
-from limits import RateLimitItem, RateLimitItemPerSecond
-from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter
 
 from course import metrics
 from course.settings import Settings
@@ -37,12 +36,24 @@ PAUSED_UNTIL = _PREFIX + "paused_until"
 TRIPS = _PREFIX + "trips"
 CONNECTIONS = _PREFIX + "connections"
 WAITING = _PREFIX + "waiting"
+RATE = _PREFIX + "next_slot"
 # How long a connection's place is held without being renewed: a worker killed with connections
 # open gives them back after this.
 PLACE_SECONDS = 60.0
 # How stale this process's idea of the pause may be: one Redis read per message would cost more
 # than the message on a relay next door, and a pause lasts seconds at least.
 PAUSE_CHECK_SECONDS = 0.2
+
+# The next free moment to send, one every `interval` microseconds, by Redis's clock (the same
+# for every host): the caller waits until then. Evenly spaced, unlike a window that lets a
+# second's worth go at once, which a provider's own meter can see as a burst over its limit.
+_NEXT_SLOT = """
+local now = redis.call('TIME')
+local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local slot = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now_us)
+redis.call('SET', KEYS[1], string.format('%d', slot + tonumber(ARGV[1])), 'PX', 60000)
+return slot - now_us
+"""
 
 # Take a place if fewer than the cap are held (expired places are dropped first).
 _TAKE_PLACE = """
@@ -81,8 +92,6 @@ class RelayGuard:
     settings: Settings
     redis_url: str
     _client: redis.Redis = field(init=False, repr=False)
-    _limiter: MovingWindowRateLimiter | None = field(init=False, default=None)
-    _rate: RateLimitItem | None = field(init=False, default=None)
     _paused_until: float = field(init=False, default=0.0)
     _checked_at: float = field(init=False, default=float("-inf"))
     # Whether this process has seen the relay paused since it last saw it recover: only then is
@@ -94,36 +103,25 @@ class RelayGuard:
         self._client = redis.Redis.from_url(self.redis_url, socket_timeout=5)
         self._take_place = self._client.register_script(_TAKE_PLACE)
         self._trip = self._client.register_script(_TRIP)
-        if self.settings.smtp_rate > 0:
-            # A per-second window of the whole rate: the `limits` items count whole messages,
-            # so a rate below one a second is a window of a minute.
-            rate = self.settings.smtp_rate
-            if rate >= 1:
-                self._rate = RateLimitItemPerSecond(round(rate))
-            else:
-                self._rate = RateLimitItemPerSecond(1, multiples=max(1, round(1 / rate)))
-            self._limiter = MovingWindowRateLimiter(storage_from_string(self.redis_url))
+        self._next_slot = self._client.register_script(_NEXT_SLOT)
 
     # The sending rate.
 
     def wait_turn(self) -> None:
-        """Wait until the provider's rate allows one more message, then count it."""
-        limiter, rate = self._limiter, self._rate
-        if limiter is None or rate is None:
+        """Wait for this message's turn under the provider's rate."""
+        if self.settings.smtp_rate <= 0:
             return
-        waited = 0.0
+        interval_us = max(int(1_000_000 / self.settings.smtp_rate), 1)
         try:
-            while not limiter.hit(rate, "smtp"):
-                reset = limiter.get_window_stats(rate, "smtp").reset_time
-                pause = min(max(reset - time.time(), 0.001), 0.05)
-                time.sleep(pause)  # a provider's limit, not a test: waiting is the point
-                waited += pause
-        except Exception:
+            wait_us = cast(int, self._next_slot(keys=[RATE], args=[interval_us]))
+        except redis.RedisError:
             log.warning(
                 "the sending rate cannot be counted (Redis?); sending anyway", exc_info=True
             )
-        if waited:
-            metrics.rate_wait(waited)
+            return
+        if wait_us > 0:
+            time.sleep(wait_us / 1_000_000)  # a provider's limit: waiting is the point
+            metrics.rate_wait(wait_us / 1_000_000)
 
     # The connection cap.
 

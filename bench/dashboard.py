@@ -25,35 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 TARGET_SECONDS = 1.0
-ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 NAME = "homeward_bench_dashboard"
 
-# Every reader: a subscriber, an enrollment at some stage, and `per` deliveries. Stages by n % 20:
-# 0-1 pending, 2-3 unsubscribed, 4 bounced, 5-9 completed, the rest active (some in aftercare).
+# Each reader's `per` deliveries, and feedback per lesson (the readers: bench.bulk.READERS).
 FILL = """
-INSERT INTO subscriber (id, email, first_name, time_zone, send_hour, relationship, substance,
-                        created_at, discreet, soft_bounces)
-SELECT n, 'reader' || n || '@bench.example', '', 'UTC', 9, 'parent', 'opioids',
-       :now - (n % 60) * interval '1 day', false, 0
-FROM generate_series(1, :readers) AS n;
-
-INSERT INTO enrollment (id, link_key, subscriber_id, sequence_slug, version_id, status,
-                        next_position, next_due_at, created_at, confirmed_at, ended_at,
-                        started_treatment_at, treatment_after, reordered, replan,
-                        consent_at, consent_source, consent_wording, consent_note)
-SELECT n, md5(n::text), n, :slug, :version,
-       CASE WHEN n % 20 < 2 THEN 'pending' WHEN n % 20 < 4 THEN 'unsubscribed'
-            WHEN n % 20 = 4 THEN 'bounced' WHEN n % 20 < 10 THEN 'completed' ELSE 'active' END,
-       CASE WHEN n % 20 < 2 THEN 1 ELSE 1 + n % 16 END,
-       CASE WHEN n % 20 >= 10 THEN :now + (n % 7) * interval '1 day' END,
-       :now - (n % 60) * interval '1 day',
-       CASE WHEN n % 20 >= 2 THEN :now - (n % 60) * interval '1 day' END,
-       CASE WHEN n % 20 BETWEEN 2 AND 9 THEN :now END,
-       CASE WHEN n % 97 = 0 THEN :now END,
-       CASE WHEN n % 97 = 0 THEN n % 16 END,
-       false, false, :now, 'form', 'abc', ''
-FROM generate_series(1, :readers) AS n;
-
 INSERT INTO delivery (enrollment_id, kind, version_id, position, message_id, status, attempts,
                       created_at, sent_at)
 SELECT e, 'lesson', :version, p, '<bench.' || e || '.' || p || '@bench.example>',
@@ -74,47 +49,29 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
 
-    from sqlalchemy import create_engine, text
     from tqdm import tqdm
 
-    from course.authoring import load_sequence, publish
-    from course.clock import SystemClock
-    from course.db import engine_for, session_scope, upgrade
+    from bench.bulk import (
+        load_readers,
+        publish_family_guide,
+        run_script,
+        scratch_database,
+        vacuum_analyze,
+    )
     from course.stats import dashboard
 
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{NAME}"
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {NAME} WITH (FORCE)"))
-        conn.execute(text(f"CREATE DATABASE {NAME}"))
-    try:
+    with scratch_database(NAME) as engine:
         with tqdm(total=4, desc="building", unit="step", file=sys.stderr) as bar:
-            upgrade(url)
-            engine = engine_for(url)
-            with session_scope(engine) as session:
-                published, _ = publish(
-                    session, load_sequence(ROOT / "lessons" / "family-guide"), SystemClock()
-                )
-                slug, version = published.slug, published.id
+            slug, version = publish_family_guide(engine)
             bar.update()
             now = datetime.now(UTC)
-            with engine.begin() as conn:
-                values = {
-                    "now": now,
-                    "slug": slug,
-                    "version": version,
-                    "readers": args.readers,
-                    "per": args.per,
-                }
-                for statement in FILL.split(";\n"):
-                    if statement.strip():
-                        conn.execute(text(statement), values)
-                        bar.update() if "INSERT INTO delivery" in statement else None
-                conn.execute(text("SELECT setval('enrollment_id_seq', :n)"), {"n": args.readers})
-                conn.execute(text("SELECT setval('subscriber_id_seq', :n)"), {"n": args.readers})
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.execute(text("VACUUM ANALYZE"))
-            bar.update(2)
+            load_readers(engine, readers=args.readers, now=now, slug=slug, version=version)
+            bar.update()
+            values = {"now": now, "version": version, "readers": args.readers, "per": args.per}
+            run_script(engine, FILL, values)
+            bar.update()
+            vacuum_analyze(engine)
+            bar.update()
         timings = []
         for _ in range(args.runs):
             started = time.perf_counter()
@@ -132,10 +89,6 @@ def main() -> int:
             f" {figures.lessons[0].reached:,}, lag p50 {figures.lag_p50:.0f} s, p95"
             f" {figures.lag_p95:.0f} s, {figures.failed_waiting:,} failed waiting"
         )
-        engine.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {NAME} WITH (FORCE)"))
     return 0
 
 

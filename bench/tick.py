@@ -129,10 +129,13 @@ def bench(size: int, runs: int) -> float:
             claimed = sum(len(b) for b in tick(engine, settings, clock))
             timings.append(time.perf_counter() - started)
             put_back()
-        median, slowest = statistics.median(timings), max(timings)
+        # The fastest says what the tick costs when the machine leaves it alone; the median is
+        # the target's figure.
+        fastest, median, slowest = min(timings), statistics.median(timings), max(timings)
         print(
             f"tick, {size:,} enrollments, {DUE:,} due, PostgreSQL: median"
-            f" {median * 1000:.1f} ms, slowest {slowest * 1000:.1f} ms over {runs} runs,"
+            f" {median * 1000:.1f} ms (fastest {fastest * 1000:.1f}, slowest"
+            f" {slowest * 1000:.1f}) over {runs} runs,"
             f" {claimed:,} lessons claimed each (target: <= {TARGET_SECONDS * 1000:.0f} ms at"
             f" 10k, 100k and 1M alike){'' if median <= TARGET_SECONDS else '  MISSED'}"
         )

@@ -18,6 +18,8 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlmodel import Session, create_engine
 
+from course.settings import get_settings
+
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
@@ -47,7 +49,10 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(
             url,
             pool_size=5,
-            max_overflow=5,
+            # A worker's sending threads (one per SMTP connection) each claim and load their
+            # batches: waiting for one of ten connections made 32 threads send at the pace of
+            # ten. Past the five kept, each is closed again when handed back.
+            max_overflow=max(5, get_settings().smtp_connections),
             # Against what closes an idle connection without a word (a firewall, a proxy):
             # a connection is never reused after this many seconds.
             pool_recycle=1800,

@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     # The mail provider. Each worker process keeps this many SMTP connections open and sends on
     # all of them at once (one sending thread each): across the internet a message waits tens of
     # milliseconds per round trip, and one connection left the relay idle most of the time.
-    smtp_connections: int = Field(default=16, ge=1, le=256)
+    smtp_connections: int = Field(default=32, ge=1, le=256)
     # What the provider allows, shared by every worker on every host (Redis): messages per
     # second (0: no limit) and open connections (0: no cap).
     smtp_rate: float = Field(default=0.0, ge=0)

@@ -158,7 +158,8 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         celery = [sys.executable, "-m", "celery", "-A", "worker", "--quiet"]
         beat_schedule = str(dev_dir / "beat-schedule")
         for command in (
-            [*celery, "worker", "--loglevel=WARNING", "--concurrency=2"],
+            # A few sending threads: the dev mail catcher is next door.
+            [*celery, "worker", "--loglevel=WARNING", "--concurrency=4"],
             [*celery, "beat", "--loglevel=WARNING", "--schedule", beat_schedule],
         ):
             with shutdown.starting():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, delete, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -24,7 +24,12 @@ log = logging.getLogger(__name__)
 
 def request_signup(session: Session, clock: Clock, req: EnrollRequest) -> None:
     """Queue a checked sign-up to be taken in."""
-    session.add(SignupRequest(created_at=clock.now(), email=req.email, fields=req.to_fields()))
+    # A Core INSERT: nothing reads the row back, so the ORM's bookkeeping (and the RETURNING of
+    # its id) would be a third of a sign-up's own CPU time for nothing.
+    session.execute(
+        insert(SignupRequest.__table__),  # type: ignore[attr-defined]
+        {"created_at": clock.now(), "email": req.email, "fields": req.to_fields()},
+    )
 
 
 def take_in(engine: Engine, settings: Settings, clock: Clock, *, limit: int) -> list[int]:

@@ -27,20 +27,23 @@ from course.readers.personal_data import DATA_LINK_TTL
 from course.settings import Settings
 from course.tokens import Purpose, read_token
 from course.web.errors import Unsupported, too_large
+from course.web.nudges import Coalesced
 from course.web.openapi import ENROLL_FIELDS, PREFERENCE_FIELDS
 
 
-def _settings(request: Request) -> Settings:
+# What the app was given, read off its state: `async` because a plain function would be sent to
+# the threadpool, a thread hop per dependency per request for a dictionary lookup.
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _clock(request: Request) -> Clock:
+async def _clock(request: Request) -> Clock:
     clock: Clock = request.app.state.clock
     return clock
 
 
-def _engine(request: Request) -> Engine:
+async def _engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
@@ -52,12 +55,12 @@ def _session(engine: Annotated[Engine, Depends(_engine)]) -> Iterator[Session]:
         yield session
 
 
-def _enqueue(request: Request) -> Callable[[list[list[int]]], None]:
+async def _enqueue(request: Request) -> Callable[[list[list[int]]], None]:
     enqueue: Callable[[list[list[int]]], None] = request.app.state.enqueue
     return enqueue
 
 
-def _limiter(request: Request) -> Limiter:
+async def _limiter(request: Request) -> Limiter:
     limiter: Limiter = request.app.state.limiter
     return limiter
 
@@ -67,8 +70,12 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _kick(request: Request) -> Callable[[], None]:
-    kick: Callable[[], None] = request.app.state.kick
+async def _kick(request: Request) -> Callable[[], None]:
+    state = request.app.state
+    # Made on first use, on the event loop (so once): the app's own kick, coalesced.
+    kick: Callable[[], None] | None = getattr(state, "coalesced_kick", None)
+    if kick is None:
+        kick = state.coalesced_kick = Coalesced(state.kick)
     return kick
 
 

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from celery import signals
 
+from course import logs, metrics
 from course.errors import ConfigurationError
 from course.queue import PURGE_TASK, TICK_TASK, WEBHOOKS_TASK, app
 from course.settings import get_settings
@@ -61,3 +63,21 @@ def _refuse_unsafe_start(**_: object) -> None:
             # Celery logs and ignores exceptions from signal handlers; this must stop the process.
             sys.stderr.write(f"homeward: cannot start: {exc.message}\n")
             raise SystemExit(2) from exc
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _logs(logger: logging.Logger, **_: object) -> None:
+    # Celery's handlers (its --logfile included), each made to drop a reader's address or
+    # answers from every line, whatever a message or a library puts in them; as JSON off a
+    # terminal, for a log system to parse.
+    as_json = logs.wants_json(settings.log_format)
+    for handler in logger.handlers:
+        handler.addFilter(logs.RedactPersonalData())
+        if as_json:
+            handler.setFormatter(logs.json_formatter())
+
+
+@signals.worker_init.connect
+def _metrics(**_: object) -> None:
+    metrics.serve_worker_metrics(settings.worker_metrics_port, settings.worker_metrics_host)

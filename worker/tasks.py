@@ -26,7 +26,6 @@ from course.sending.relay import RelayGuard
 from course.settings import get_settings
 from worker.app import app
 
-
 # Sending threads mostly wait on sockets; one that wakes with a reply must not wait the default
 # 5 ms for a thread that is rendering an email to hand over the interpreter (the "convoy"
 # effect), or every round trip to the relay grows by that much.

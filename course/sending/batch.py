@@ -180,12 +180,11 @@ def _send_each(batch: _Batch, pending: list[Job]) -> None:
 
     for index, job in enumerate(pending):
         delivery_id = job.delivery.id
-        if guard is not None:
-            if paused := guard.paused_until():
-                # The relay asked everyone to slow down: the rest waits for the pause to end,
-                # without spending an attempt on it.
-                _hand_back(batch, pending[index:], until=_wall_to_clock(clock, paused))
-                break
+        if guard is not None and (paused := guard.paused_until()):
+            # The relay asked everyone to slow down: the rest waits for the pause to end,
+            # without spending an attempt on it.
+            _hand_back(batch, pending[index:], until=_wall_to_clock(clock, paused))
+            break
         message = ahead if ahead is not None else _compose(composer, job)
         ahead = None
         if not lease.holds(delivery_id):  # this worker stalled past the lease: it is another's

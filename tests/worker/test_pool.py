@@ -9,6 +9,7 @@ import re
 import signal
 import time
 from collections import Counter
+from typing import cast
 
 import redis
 from sqlmodel import func, select
@@ -111,7 +112,7 @@ def test_a_relay_saying_421_pauses_every_connection_then_sending_resumes(
     # The breaker opens: the pause is shared in Redis, for every worker on every host.
     wait_for(lambda: shared.get(PAUSED_UNTIL) is not None, 20, "the relay to be paused")
     trouble_started = smtp.refused_data
-    wait_for(lambda: int(shared.get(TRIPS) or 0) >= 2, 20, "a second, longer pause")
+    wait_for(lambda: int(cast(bytes, shared.get(TRIPS) or 0)) >= 2, 20, "a second, longer pause")
     # While paused nobody knocks: a handful of tries per pause, not one per waiting lesson.
     assert smtp.refused_data - trouble_started < len(readers)
     smtp.data_answer = None

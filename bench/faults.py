@@ -47,8 +47,8 @@ Columns:
   lost             expected lessons never accepted
   sent twice       accepted copies of a lesson beyond the first
   allowed twice    the documented window: a message the server accepted whose "sent" write was
-                   never committed, at most one per worker process cut off with a connection to
-                   the SMTP server open: killed (kill), or with its database gone from under it
+                   never committed, at most one per SMTP connection of a worker cut off with it
+                   open: killed (kill), or with its database gone from under it
                    (postgres, disk-full: the write fails instead of the process); 0 elsewhere.
                    Checked per connection, not only in total: every copy of a lesson but the
                    last (an acceptance never recorded) must have come over a connection the

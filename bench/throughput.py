@@ -283,7 +283,7 @@ def main() -> None:
         engine = engine_for(database_url)
         # Wait for the worker to be up, so its start-up time is not counted.
         deadline = time.monotonic() + 60
-        while len(app.control.ping(timeout=0.5)) < len(workers):
+        while len(app.control.ping(timeout=0.5) or []) < len(workers):
             if time.monotonic() > deadline:
                 raise SystemExit("worker did not start")
         started = time.perf_counter()

@@ -57,10 +57,15 @@ def make_engine(url: str) -> Engine:
             # a connection is never reused after this many seconds.
             pool_recycle=1800,
             connect_args={"options": "-c TimeZone=UTC"},
+            # A failed statement's parameters are a reader's address, name or answers: never
+            # in an error message, which ends up in a log line.
+            hide_parameters=True,
         )
         event.listen(engine, "checkout", _refuse_closed)
         return engine
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    engine = create_engine(
+        url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:

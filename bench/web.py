@@ -312,7 +312,10 @@ def main() -> int:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_healthy(port, server, timeout=60)
+        try:
+            wait_healthy(port, server, timeout=60)
+        except SystemExit as exc:
+            raise SystemExit(f"{exc} (its output: {log})") from None
         home = home_request(port)
         # Every worker process warmed up (templates compiled, pools filled, catalogue read).
         asyncio.run(load(port, seconds=1, expect=200, make=lambda _c, _n: home))

@@ -20,6 +20,7 @@ from sqlalchemy import event
 from course.authoring import load_sequence, publish
 from course.catalog import OFFERS_FRESH_SECONDS
 from course.cli.embedded_redis import free_port
+from course.cli.serve import cpu_count
 from course.db import engine_for, session_scope
 from course.settings import PROJECT_ROOT
 from tests.support import wait_for
@@ -167,11 +168,16 @@ def course_web(settings, tmp_path: Path, *options: str) -> Iterator[tuple[int, i
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="counts processes in /proc")
-def test_course_web_with_two_workers_serves_from_two_processes_and_logs_no_requests(
-    settings, mini_course, tmp_path
+@pytest.mark.parametrize(
+    ("options", "processes"),
+    [(("--workers", "2"), 2), ((), cpu_count() if cpu_count() > 1 else 0)],
+    ids=["two", "default-one-per-core"],
+)
+def test_course_web_serves_from_several_processes_and_logs_no_requests(
+    settings, mini_course, tmp_path, options, processes
 ):
-    with course_web(settings, tmp_path, "--workers", "2") as (port, pid, out):
-        assert len(serving_processes(pid)) == 2
+    with course_web(settings, tmp_path, *options) as (port, pid, out):
+        assert len(serving_processes(pid)) == processes
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, timeout=10) as http:
             for n in range(20):

@@ -7,6 +7,7 @@ templates are cached by their source, so a lesson is compiled once and rendered 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -38,8 +39,6 @@ _layout_html_env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, auto
 _layout_text_env = ImmutableSandboxedEnvironment(
     undefined=StrictUndefined, autoescape=False, trim_blocks=True, lstrip_blocks=True
 )
-# Raw HTML in a lesson is shown as text: a name or a stray tag can never inject markup.
-_markdown = MarkdownIt("commonmark", {"html": False, "typographer": True})
 
 # Crisis and help lines, as lessons write them. On a phone a number should be one tap away, and a
 # number broken across two lines is easy to misdial.
@@ -82,7 +81,30 @@ def _phone_links(state: StateCore) -> None:
         block.children = out
 
 
-_markdown.core.ruler.push("phone_links", _phone_links)
+_parsers = threading.local()
+
+
+def markdown_parser() -> MarkdownIt:
+    """This thread's Markdown parser.
+
+    One per thread, never shared: markdown-it-py builds its rule lists on first use, and a thread
+    that reads them half-built fails with "none of the block rules matched" (seen with a worker's
+    sending threads rendering their first lessons at once).
+    """
+    parser: MarkdownIt | None = getattr(_parsers, "parser", None)
+    if parser is None:
+        # Raw HTML in a lesson is shown as text: a name or a stray tag can never inject markup.
+        parser = MarkdownIt("commonmark", {"html": False, "typographer": True})
+        parser.core.ruler.push("phone_links", _phone_links)
+        _parsers.parser = parser
+    return parser
+
+
+# mdurl, under markdown-it, fills its link-encoding tables on first use and shows them to other
+# threads while half-filled ("list index out of range"); fill them once, here, before any
+# sending thread exists, with every kind of link a lesson can hold.
+markdown_parser().render("[a](https://example.org/a%20b?c=d#e) <https://example.org> ![i](i.png)")
+
 
 _TAG = re.compile(r"(<[^>]*>)")
 
@@ -233,7 +255,7 @@ def render_email(
     action_label = one_line(render_template(content.action_label, context))
     action_url = render_template(content.action_url, context).strip()
     markdown = render_template(content.body, context)
-    body_html = _markdown.render(markdown)
+    body_html = markdown_parser().render(markdown)
     body_text = markdown_to_text(markdown)
     frame = {
         "subject": subject,
@@ -291,7 +313,7 @@ def markdown_to_text(markdown: str) -> str:
     """Plain-text twin of the HTML part: same words, links written out after their text."""
     out: list[str] = []
     list_stack: list[list[int] | None] = []
-    for token in _markdown.parse(markdown):
+    for token in markdown_parser().parse(markdown):
         if token.type in ("bullet_list_open",):
             list_stack.append(None)
         elif token.type == "ordered_list_open":

@@ -4,6 +4,7 @@
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from course.cli import main
 from course.db import engine_for, session_scope
 from course.errors import LessonInvalid
 from course.models import Lesson, SequenceVersion
-from course.render import Layout
+from course.render import Layout, markdown_parser, markdown_to_text
 from course.settings import PROJECT_ROOT
 from tests.support import FIXTURES
 
@@ -186,3 +187,26 @@ def test_a_lesson_that_changes_the_first_name_is_refused_with_its_line(course_di
     line = text.splitlines().index("{% if first_name %}Dear {{ first_name|upper }},{% endif %}")
     assert problem.startswith(f"{lesson}:{line + 1}:")
     assert "changes the reader's first name" in problem
+
+
+def test_threads_rendering_at_once_each_get_a_whole_parser():
+    # A worker's sending threads render their first lessons at the same moment. A shared
+    # markdown-it parser builds its rule lists on first use, and a thread reading them half-built
+    # failed the lesson ("none of the block rules matched"); so every thread has its own.
+    lesson = "# Today\n\nScared? Call 988 or [read this](https://example.org/a%20b).\n\n- Stay close\n"
+    start = threading.Barrier(8)
+    parsers: list[object] = []
+    texts: list[str] = []
+
+    def render_one() -> None:
+        start.wait()
+        parsers.append(markdown_parser())
+        texts.append(markdown_to_text(lesson))
+
+    threads = [threading.Thread(target=render_one) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(parser) for parser in parsers}) == 8
+    assert texts == [texts[0]] * 8 and "Call 988" in texts[0] and "Stay close" in texts[0]

@@ -193,7 +193,9 @@ def test_threads_rendering_at_once_each_get_a_whole_parser():
     # A worker's sending threads render their first lessons at the same moment. A shared
     # markdown-it parser builds its rule lists on first use, and a thread reading them half-built
     # failed the lesson ("none of the block rules matched"); so every thread has its own.
-    lesson = "# Today\n\nScared? Call 988 or [read this](https://example.org/a%20b).\n\n- Stay close\n"
+    lesson = (
+        "# Today\n\nScared? Call 988 or [read this](https://example.org/a%20b).\n\n- Stay close\n"
+    )
     start = threading.Barrier(8)
     parsers: list[object] = []
     texts: list[str] = []

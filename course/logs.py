@@ -142,8 +142,12 @@ def dict_config(json: bool, level: int | str = logging.INFO) -> dict[str, Any]:
         "root": {"handlers": ["homeward"], "level": level},
         # uvicorn's own loggers otherwise write through handlers of their own, past the filter.
         "loggers": {
-            name: {"handlers": [], "propagate": True}
-            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            **{
+                name: {"handlers": [], "propagate": True}
+                for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            },
+            # A line per migration plugin at every start says nothing an operator needs.
+            "alembic.runtime.plugins": {"level": "WARNING"},
         },
     }
 

@@ -37,6 +37,7 @@ def workers_arg(text: str) -> int:
 def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from course import logs
     from course.cli.database import announce
     from course.web import create_app
 
@@ -59,6 +60,8 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
         "port": args.port,
         "proxy_headers": True,
         "access_log": args.access_log,
+        # Every process's lines through the redacting filter, as JSON off a terminal.
+        "log_config": logs.dict_config(logs.wants_json(settings.log_format)),
     }
     if workers == 1:
         uvicorn.run(create_app(settings), **common)

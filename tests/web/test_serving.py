@@ -4,6 +4,7 @@ courses kept per process yet changed everywhere within a second of a publish."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -191,3 +192,9 @@ def test_course_web_logs_each_request_when_asked(settings, mini_course, tmp_path
     with course_web(settings, tmp_path, "--workers", "1", "--access-log") as (port, _pid, out):
         assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
         wait_for(lambda: "GET / HTTP/1.1" in out.read_text(), 10, "the access log line")
+    # Off a terminal every line is JSON a log system can parse, from uvicorn and the app alike.
+    lines = [line for line in out.read_text().splitlines() if line.startswith("{")]
+    records = [json.loads(line) for line in lines]
+    assert {"uvicorn.access", "uvicorn.error"} <= {r["logger"] for r in records}
+    assert all(r["level"] and r["time"] for r in records)
+    assert not any(r["logger"].startswith("alembic") for r in records)

@@ -87,12 +87,14 @@ def test_the_sending_rate_holds_across_two_worker_processes(
     # allows: the limit paces the workers, it does not choke them.
     achieved = (len(accepted) - 1) / (accepted[-1] - accepted[0])
     assert rate * 0.9 <= achieved <= rate * 1.05, achieved
-    # Evenly, too: no burst of a second's worth at once (a few messages of leeway for the
-    # moments between a turn taken and the server's answer, which vary from message to message).
+    # Evenly, too: no burst of a second's worth at once. Each sending thread holds at most one
+    # turn at a time, so a busy machine that wakes threads late can bunch at most one message per
+    # thread (8 here) into any stretch beyond what the rate allows.
+    threads = 2 * 4
     busiest = max(
         sum(1 for t in accepted[i:] if t < start + 2.0) for i, start in enumerate(accepted)
     )
-    assert busiest <= 2 * rate + 4, busiest
+    assert busiest <= 2 * rate + threads, busiest
     # Both workers sent: the limit is shared, not each worker's own.
     for name in ("w1", "w2"):
         log = (tmp_path / f"worker-{name}.log").read_text(errors="replace")

@@ -241,11 +241,14 @@ def polling_locks(conn: Connection) -> Iterator[Connection]:
         yield conn
     finally:
         conn.info.pop(_POLLING, None)
-        try:
-            dbapi_conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        except Exception:
-            conn.invalidate()  # never hand out a connection that would not wait at all
-            raise
+        # An invalidated connection is closed and never handed out again: nothing to restore.
+        if not conn.invalidated:
+            try:
+                dbapi_conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            except Exception:
+                # Never hand out a connection that would not wait at all; raising here would
+                # hide whatever ended the block.
+                conn.invalidate()
 
 
 def _begin_polling(cursor: DBAPICursor) -> None:

@@ -161,7 +161,9 @@ class GroupRecorder:
             )
         )
         with self._lock:
-            if self._thread is None:
+            # A writing thread that ended on an error nobody foresaw is replaced: the sending
+            # threads would otherwise wait for their writes for ever, holding their lessons.
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="homeward-record", daemon=True
                 )
@@ -213,8 +215,11 @@ class GroupRecorder:
                     # The connection may be broken or mid-answer: never use it again.
                     if conn is not None:
                         conn.invalidate()
-                    stack.close()
                     conn = None
+                    try:
+                        stack.close()
+                    except Exception:  # a broken connection's clean-up may fail as well
+                        log.debug("closing the broken recording connection failed", exc_info=True)
                 else:
                     for handed in group:
                         handed.done.set_result(None)

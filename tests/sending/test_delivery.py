@@ -503,3 +503,68 @@ def test_the_last_record_is_sent_during_the_mail_command_and_both_hooks_run_what
     mailer.send(b"Subject: four\r\n\r\nbody\r\n", "a@homeward.test", "f@example.org")
     mailer.close()
     assert [m["Subject"] for m in smtp.received] == ["one", "four"]
+
+
+def _refuse_sent_writes(engine, refuse: bool) -> None:
+    """Make the database refuse every "sent" write, as a full disk does, or accept them again."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            if refuse:
+                conn.exec_driver_sql(
+                    "CREATE TRIGGER disk_full BEFORE UPDATE OF status ON delivery"
+                    " WHEN NEW.status = 'sent' BEGIN SELECT RAISE(ABORT, 'disk is full'); END"
+                )
+            else:
+                conn.exec_driver_sql("DROP TRIGGER disk_full")
+        elif refuse:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN RAISE EXCEPTION 'disk is full'; END $$"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER disk_full BEFORE UPDATE OF status ON delivery FOR EACH ROW"
+                " WHEN (NEW.status = 'sent') EXECUTE FUNCTION disk_full()"
+            )
+        else:
+            conn.exec_driver_sql("DROP TRIGGER disk_full ON delivery")
+            conn.exec_driver_sql("DROP FUNCTION disk_full()")
+
+
+def test_after_a_refused_sent_write_the_workers_next_batches_are_recorded(
+    settings, clock, smtp, deliver, mini_course
+):
+    # A worker's sending threads share one recorder for the life of the process. A disk that
+    # filled for a moment once stopped it for good, and every later batch of that worker waited
+    # for its "sent" write for ever, holding its lessons.
+    engine = engine_for(settings.database_url)
+    for n in range(2):
+        signup(settings, clock, deliver, smtp, f"full{n}@example.org")
+    clock.advance(days=30)  # lesson 2 is due for both
+    settings.send_batch = 1
+    first, second = tick(engine, settings, clock)
+    outcome: list[object] = []
+    with recording.GroupRecorder(engine) as recorder:
+        _refuse_sent_writes(engine, refuse=True)
+        mailer = Mailer(SmtpTarget.from_url(settings.smtp_url))
+        with pytest.raises(recording.RecordFailed, match="disk is full"):
+            send_batch(engine, settings, clock, mailer=mailer, ids=first, recorder=recorder)
+        mailer.close()
+        _refuse_sent_writes(engine, refuse=False)
+
+        def next_batch() -> None:
+            again = Mailer(SmtpTarget.from_url(settings.smtp_url))
+            try:
+                result = send_batch(
+                    engine, settings, clock, mailer=again, ids=second, recorder=recorder
+                )
+            finally:
+                again.close()
+            outcome.append(result.sent)
+
+        sending = threading.Thread(target=next_batch, daemon=True)
+        sending.start()
+        sending.join(30)
+        assert not sending.is_alive(), "the next batch is still waiting for its write"
+    assert outcome == [second]
+    with session_scope(engine) as session:
+        assert session.get(Delivery, second[0]).status == DeliveryStatus.SENT

@@ -215,11 +215,8 @@ class GroupRecorder:
                     # The connection may be broken or mid-answer: never use it again.
                     if conn is not None:
                         conn.invalidate()
+                    stack.close()
                     conn = None
-                    try:
-                        stack.close()
-                    except Exception:  # a broken connection's clean-up may fail as well
-                        log.debug("closing the broken recording connection failed", exc_info=True)
                 else:
                     for handed in group:
                         handed.done.set_result(None)

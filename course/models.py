@@ -18,8 +18,21 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlmodel import Field, SQLModel
+
+
+def _only_where(condition: str, *, sqlite: str | None = None) -> dict[str, Any]:
+    """A partial index's condition, on both databases (`sqlite`: as SQLite must read it, which
+    uses such an index only when the query's WHERE repeats the condition word for word).
+
+    Every claim and every sent lesson rewrites an enrollment row, and since `next_due_at` is
+    indexed PostgreSQL writes a new entry into each of the table's indexes for it (no HOT
+    update). An index that holds only the rows that need it skips that entry for the rest.
+    """
+    return {"postgresql_where": text(condition), "sqlite_where": text(sqlite or condition)}
+
 
 # SQLite hands a deleted row's id to the next row unless the table says AUTOINCREMENT; a link or
 # a cached row naming the old id would then reach someone else.
@@ -151,13 +164,19 @@ class Lesson(SQLModel, table=True):
 class Enrollment(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("subscriber_id", "sequence_slug"),
-        Index("ix_enrollment_due", "status", "next_due_at"),
+        # Only what is due: a claimed lesson (next_due_at NULL while in flight) has no entry.
+        Index(
+            "ix_enrollment_due", "status", "next_due_at", **_only_where("next_due_at IS NOT NULL")
+        ),
         UniqueConstraint("link_key", name="uq_enrollment_link_key"),
-        # The course dashboard (course.stats): readers by where they are, sign-ups by day.
-        Index("ix_enrollment_course", "sequence_slug", "status", "next_position"),
+        # The course dashboard (course.stats) finds a course's readers, and its sign-ups by day,
+        # here: one index for both, since every other one costs the tick's claim a write per row.
         Index("ix_enrollment_course_signups", "sequence_slug", "created_at"),
-        # Courses that ended since the last webhook sweep (course.outbound).
-        Index("ix_enrollment_ended", "ended_at"),
+        # Courses that ended since the last webhook sweep (course.outbound); only ended ones.
+        Index("ix_enrollment_ended", "ended_at", **_only_where("ended_at IS NOT NULL")),
+        # Readers waiting to be planned again (course.readers.preferences.replan_waiting), which
+        # every tick looks for: without it, a full scan of the table each time.
+        Index("ix_enrollment_replan", "id", **_only_where("replan", sqlite="replan = 1")),
         NO_REUSE,
     )
 
@@ -213,7 +232,7 @@ class Delivery(SQLModel, table=True):
         ),
         Index("ix_delivery_pending", "status", "lease_until"),
         # Sent lessons become webhook messages by when they were sent (course.outbound.sweep).
-        Index("ix_delivery_sent_at", "sent_at"),
+        Index("ix_delivery_sent_at", "sent_at", **_only_where("sent_at IS NOT NULL")),
         NO_REUSE,
     )
 

@@ -44,6 +44,10 @@ from course.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Tries of an email that cannot be rendered, a minute apart then two (outcomes.backoff), before
+# it waits for an operator: long enough for a passing cause, short enough to be seen that day.
+RENDER_ATTEMPTS = 3
+
 
 @dataclass
 class BatchResult:
@@ -193,8 +197,16 @@ def _send_each(batch: _Batch, pending: list[Job]) -> None:
         if isinstance(message, Exception):  # a lesson that cannot render must not block the rest
             record_accepted()
             lease.done(delivery_id)
-            outcomes.finish([delivery_id], DeliveryStatus.FAILED, f"render: {message}")
-            result.failed.append(delivery_id)
+            # What cannot render now may render in a minute (a layout file being replaced by a
+            # deploy, a database hiccup, a race): tried again a few times with backoff, then
+            # left for an operator (`course deliveries failed`) within minutes, not days.
+            kind = job.delivery.kind
+            if outcomes.retry(job, clock.now(), f"render: {message}", most=RENDER_ATTEMPTS):
+                result.retried.append(delivery_id)
+                metrics.retried(kind)
+            else:
+                result.failed.append(delivery_id)
+                metrics.failed(kind)
             continue
 
         try:

@@ -55,11 +55,18 @@ class Outcomes:
             suppression.suppress(conn, subscriber_id=job.subscriber.id, now=now, reason=reason)
         log.warning("hard bounce for delivery %s: %s", job.delivery.id, reason)
 
-    def retry(self, job: Job, now: datetime, exc: SendError) -> bool:
-        """A temporary failure: try again after an exponential backoff, up to max_attempts.
-        Returns False when it gives up."""
+    def retry(
+        self,
+        job: Job,
+        now: datetime,
+        exc: SendError | str,
+        *,
+        most: int | None = None,
+    ) -> bool:
+        """A temporary failure: try again after an exponential backoff, up to `most` attempts
+        (max_attempts unless said). Returns False when it gives up."""
         attempts = job.delivery.attempts + 1
-        give_up = attempts >= self.settings.max_attempts
+        give_up = attempts >= min(most or self.settings.max_attempts, self.settings.max_attempts)
         with self.engine.begin() as conn:
             conn.execute(
                 update(Delivery)

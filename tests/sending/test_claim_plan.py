@@ -149,3 +149,28 @@ def test_lost_deliveries_are_leased_again_by_primary_key(postgres, settings, clo
     assert [n.get("Index Name") for n in _update_scans(nodes, "delivery")] == ["delivery_pkey"], (
         scans
     )
+
+
+def test_readers_waiting_to_be_planned_again_are_found_without_reading_every_reader(
+    settings, clock, mini_course
+):
+    """Every tick looks for readers to plan again; with none waiting among a million, a full
+    scan of enrollment cost each tick about 100 ms."""
+    engine = engine_for(settings.database_url)
+    statement, parameters = _sent_by_tick(engine, settings, clock, "enrollment.replan")
+    if engine.dialect.name == "postgresql":
+        nodes = _planned_under_tempting_statistics(
+            engine, [READERS, ENROLLMENTS.format(due=0)], statement, parameters
+        )
+        reads = [(n["Node Type"], n.get("Index Name")) for n in nodes if n.get("Relation Name")]
+        assert ("Index Scan", "ix_enrollment_replan") in reads, reads
+        assert not [
+            n for n in nodes if n["Node Type"] == "Seq Scan" and n["Relation Name"] == "enrollment"
+        ], reads
+    else:
+        with engine.connect() as conn:
+            plan = [
+                row[-1]
+                for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+            ]
+        assert any("enrollment USING INDEX ix_enrollment_replan" in step for step in plan), plan

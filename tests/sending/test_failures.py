@@ -3,8 +3,19 @@ sends it once the cause is fixed."""
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import text
+
 from course.cli import main
-from tests.support import lessons_to, signup
+from course.clock import ManualClock
+from course.db import engine_for
+from course.sending import Composer, Mailer, SmtpTarget, send_batch, tick
+from course.settings import Settings
+from tests.support import confirm_link, enrolled, lessons_to, signup
 
 
 def test_a_delivery_that_gave_up_is_listed_and_retried_on_request(
@@ -37,3 +48,82 @@ def test_a_delivery_that_gave_up_is_listed_and_retried_on_request(
     assert lesson["Subject"] == "Welcome"
     assert main(["deliveries", "failed"]) == 0
     assert "No failed deliveries are waiting" in capsys.readouterr().out
+
+
+def test_an_email_that_cannot_be_rendered_for_a_moment_is_sent_once_it_can(
+    settings, clock, smtp, mini_course, tmp_path
+):
+    """A deploy that is halfway through replacing the emails' wording must not cost a reader
+    their email: it is tried again a minute later, then sent once."""
+    settings.retry_base_seconds = 60
+    settings.lessons_dir = _copy_of_lessons(settings, tmp_path)
+    wording = settings.lessons_dir / "_layout" / "confirm.md"
+    whole = wording.read_text(encoding="utf-8")
+    wording.write_text(whole[: len(whole) // 3], encoding="utf-8")  # written halfway
+    send = _worker(settings, clock)
+
+    enrolled(settings, clock, ["reader@example.org"])
+    clock.advance(seconds=settings.lease_seconds + 1)  # nobody took it from the queue
+    send()
+    assert smtp.to("reader@example.org") == []
+    assert _delivery_error(settings, kind="confirm").startswith("render: ")
+
+    wording.write_text(whole, encoding="utf-8")
+    send()
+    assert smtp.to("reader@example.org") == [], "not before its minute is up"
+    clock.advance(seconds=61)
+    send()
+    clock.advance(minutes=10)
+    send()
+    [email] = smtp.to("reader@example.org")
+    assert confirm_link(email)
+
+
+def test_an_email_that_never_renders_is_left_for_an_operator_within_minutes(
+    settings, clock, smtp, mini_course, tmp_path, monkeypatch, capsys
+):
+    settings.retry_base_seconds = 60
+    monkeypatch.setattr("course.cli._settings", lambda: settings)
+    settings.lessons_dir = _copy_of_lessons(settings, tmp_path)
+    (settings.lessons_dir / "_layout" / "confirm.md").write_text("---\nsubject: [\n---\n")
+    send = _worker(settings, clock)
+    enrolled(settings, clock, ["reader@example.org"])
+    clock.advance(seconds=settings.lease_seconds + 1)
+    started = clock.now()
+    send()
+    for _ in range(3):  # a minute, then two: the third try gives up
+        clock.advance(minutes=2, seconds=1)
+        send()
+    assert smtp.to("reader@example.org") == []
+    assert main(["deliveries", "failed"]) == 0
+    listed = capsys.readouterr().out
+    assert "render" in listed and "course deliveries retry" in listed
+    assert clock.now() - started < timedelta(minutes=10)
+
+
+def _copy_of_lessons(settings: Settings, into: Path) -> Path:
+    copy = into / "lessons"
+    shutil.copytree(settings.lessons_dir, copy)
+    return copy
+
+
+def _worker(settings: Settings, clock: ManualClock) -> Callable[[], None]:
+    """What the beat and a worker do, with a worker started after the wording was changed (a
+    worker reads the layout folder when it starts)."""
+    composer = Composer(settings, clock)
+    mailer = Mailer(SmtpTarget.from_url(settings.smtp_url))
+    engine = engine_for(settings.database_url)
+
+    def send() -> None:
+        for batch in tick(engine, settings, clock):
+            send_batch(engine, settings, clock, mailer=mailer, ids=batch, composer=composer)
+
+    return send
+
+
+def _delivery_error(settings: Settings, *, kind: str) -> str:
+    with engine_for(settings.database_url).connect() as conn:
+        found = conn.execute(
+            text("SELECT last_error FROM delivery WHERE kind = :kind"), {"kind": kind}
+        ).scalar()
+    return str(found or "")

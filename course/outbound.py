@@ -79,6 +79,12 @@ def _insert(conn: Connection | Session) -> Any:
     return sqlite.insert if name == "sqlite" else postgresql.insert
 
 
+def wanted(conn: Connection | Session, event: str) -> bool:
+    """Whether any endpoint wants `event`: writing many events can skip them all if not."""
+    wants = select(col(WebhookEndpoint.id)).where(col(WebhookEndpoint.events).like(f"%,{event},%"))
+    return conn.execute(wants.limit(1)).first() is not None
+
+
 def emit(
     conn: Connection | Session,
     *,

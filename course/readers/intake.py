@@ -8,6 +8,7 @@ truth: if the broker loses the nudge, the next tick takes the request in.
 from __future__ import annotations
 
 import logging
+from typing import TypeVar
 
 from sqlalchemy import Engine, delete, insert
 from sqlalchemy.exc import IntegrityError
@@ -15,11 +16,14 @@ from sqlmodel import Session, col, select
 
 from course.clock import Clock
 from course.errors import CourseError
-from course.models import SignupRequest, row_id
-from course.readers.signup import EnrollRequest, enroll
+from course.models import SignupRequest, Subscriber, row_id
+from course.readers.signup import EnrollRequest, enroll, enroll_new_readers
 from course.settings import Settings
 
 log = logging.getLogger(__name__)
+
+IN_LIST = 1000
+_T = TypeVar("_T")
 
 
 def request_signup(session: Session, clock: Clock, req: EnrollRequest) -> None:
@@ -33,27 +37,74 @@ def request_signup(session: Session, clock: Clock, req: EnrollRequest) -> None:
 
 
 def take_in(engine: Engine, settings: Settings, clock: Clock, *, limit: int) -> list[int]:
-    """Enroll the waiting sign-ups, oldest first, each in its own transaction; return the
-    confirmation emails to enqueue (after commit)."""
+    """Enroll the waiting sign-ups, oldest first; return the confirmation emails to enqueue
+    (after commit). New addresses are written together, in a few multi-row statements (a burst
+    of sign-ups is mostly those); each other request on its own, as what it does depends on
+    what is there."""
     waiting = select(SignupRequest).order_by(col(SignupRequest.id)).limit(limit)
     if engine.dialect.name == "postgresql":
         waiting = waiting.with_for_update(skip_locked=True)
     ids: list[int] = []
+    done: list[int] = []
     with Session(engine, expire_on_commit=False) as session:
-        requests = list(session.exec(waiting).all())
-        for request in requests:
+        requests = [
+            (row_id(r), EnrollRequest.from_fields(r.fields)) for r in session.exec(waiting).all()
+        ]
+        new, others = _new_addresses(session, requests)
+        if new:
             try:
                 with session.begin_nested():
-                    ids += enroll(
-                        session, settings, clock, req=EnrollRequest.from_fields(request.fields)
+                    ids += enroll_new_readers(
+                        session, settings, clock, reqs=[req for _, req in new]
                     )
+                done += [request_id for request_id, _ in new]
+            except (CourseError, IntegrityError):
+                # A course withdrawn meanwhile, an address added elsewhere at this moment:
+                # each is then taken in on its own below, which says which and why.
+                others = requests
+        for request_id, req in others:
+            try:
+                with session.begin_nested():
+                    ids += enroll(session, settings, clock, req=req)
             except CourseError as exc:  # the course was withdrawn since the request was made
-                log.warning("sign-up %s not taken in: %s", request.id, exc.message)
+                log.warning("sign-up %s not taken in: %s", request_id, exc.message)
             except IntegrityError:
                 # Another process took in a sign-up for the same new address at this moment:
                 # this one waits for the next round, when the address exists.
-                log.info("sign-up %s waits: its address was being added elsewhere", request.id)
+                log.info("sign-up %s waits: its address was being added elsewhere", request_id)
                 continue
-            session.execute(delete(SignupRequest).where(col(SignupRequest.id) == row_id(request)))
+            done.append(request_id)
+        # Set-based, without the ORM matching each deleted row against every object the
+        # session holds: row by row, that made a burst's intake quadratic.
+        for some in _chunks(done):
+            session.execute(
+                delete(SignupRequest)
+                .where(col(SignupRequest.id).in_(some))
+                .execution_options(synchronize_session=False)
+            )
         session.commit()
     return ids
+
+
+def _new_addresses(
+    session: Session, requests: list[tuple[int, EnrollRequest]]
+) -> tuple[list[tuple[int, EnrollRequest]], list[tuple[int, EnrollRequest]]]:
+    """The requests of addresses nobody has, the first of each (taken in together), and the
+    rest (one by one, since what they do depends on what is there)."""
+    known: set[str] = set()
+    for some in _chunks(sorted({req.email for _, req in requests})):
+        found = session.exec(select(col(Subscriber.email)).where(col(Subscriber.email).in_(some)))
+        known.update(found.all())
+    new: list[tuple[int, EnrollRequest]] = []
+    others: list[tuple[int, EnrollRequest]] = []
+    for request in requests:
+        email = request[1].email
+        (others if email in known else new).append(request)
+        known.add(email)
+    return new, others
+
+
+def _chunks(items: list[_T]) -> list[list[_T]]:
+    """Lists short enough for one IN (...) each: SQLite takes at most 32,766 parameters, and
+    COURSE_CLAIM_BATCH, which sets how many sign-ups a tick takes in, has no upper bound."""
+    return [items[i : i + IN_LIST] for i in range(0, len(items), IN_LIST)]

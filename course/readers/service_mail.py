@@ -34,18 +34,27 @@ def throttled_delivery(
     enrollment = session.get(Enrollment, enrollment_id)
     if enrollment is None:
         raise LinkEnded()
-    delivery = Delivery(
+    delivery = service_delivery(settings, enrollment, kind=kind, position=count + 1, now=now)
+    session.add(delivery)
+    session.flush()
+    return [row_id(delivery)]
+
+
+def service_delivery(
+    settings: Settings, enrollment: Enrollment, *, kind: DeliveryKind, position: int, now: datetime
+) -> Delivery:
+    """The row of the `position`-th email of `kind` for a (flushed) enrollment."""
+    enrollment_id = row_id(enrollment)
+    return Delivery(
         enrollment_id=enrollment_id,
         kind=kind,
         # Worded as the course the reader is on now says (its title, sender name, language).
         version_id=enrollment.version_id,
-        position=count + 1,
+        position=position,
         message_id=new_message_id(
-            kind.value, enrollment_id, count + 1, domain=settings.message_domain
+            kind.value, enrollment_id, position, domain=settings.message_domain
         ),
         created_at=now,
+        # Enqueued at once by whoever wrote it; the tick hands it out again if that is lost.
         lease_until=now + timedelta(seconds=settings.lease_seconds),
     )
-    session.add(delivery)
-    session.flush()
-    return [row_id(delivery)]

@@ -41,7 +41,13 @@ def retry_failed(engine: Engine) -> int:
             col(Delivery.status) == DeliveryStatus.FAILED,
             col(Delivery.enrollment_id).in_(waiting),
         )
-        .values(status=DeliveryStatus.PENDING, attempts=0, lease_owner=None, lease_until=None)
+        .values(
+            status=DeliveryStatus.PENDING,
+            attempts=0,
+            render_failures=0,
+            lease_owner=None,
+            lease_until=None,
+        )
     )
     with engine.begin() as conn:
         return conn.execute(stmt).rowcount or 0

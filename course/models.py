@@ -175,7 +175,8 @@ class Enrollment(SQLModel, table=True):
         # Courses that ended since the last webhook sweep (course.outbound); only ended ones.
         Index("ix_enrollment_ended", "ended_at", **_only_where("ended_at IS NOT NULL")),
         # Readers waiting to be planned again (course.readers.preferences.replan_waiting), which
-        # every tick looks for: without it, a full scan of the table each time.
+        # every tick looks for among the lessons in flight: those have no entry in the due
+        # index, so without this one each tick would read the whole table.
         Index("ix_enrollment_replan", "id", **_only_where("replan", sqlite="replan = 1")),
         NO_REUSE,
     )
@@ -248,6 +249,11 @@ class Delivery(SQLModel, table=True):
     message_id: str = Field(max_length=200, unique=True)
     status: str = Field(default=DeliveryStatus.PENDING, max_length=16)
     attempts: int = 0
+    # Tries that failed to render the email (course.sending.batch), counted apart from the
+    # relay's answers: they give up sooner, and must not use up the relay's tries.
+    render_failures: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default="0")
+    )
     # A pending row whose lease has run out is handed to a worker again by the next tick.
     lease_until: datetime | None = _ts()
     lease_owner: str | None = Field(default=None, max_length=64)

@@ -58,9 +58,10 @@ def take_in(engine: Engine, settings: Settings, clock: Clock, *, limit: int) -> 
                         session, settings, clock, reqs=[req for _, req in new]
                     )
                 done += [request_id for request_id, _ in new]
-            except (CourseError, IntegrityError):
+            except (CourseError, IntegrityError) as exc:
                 # A course withdrawn meanwhile, an address added elsewhere at this moment:
                 # each is then taken in on its own below, which says which and why.
+                log.info("%d sign-ups taken in one by one: %s", len(requests), type(exc).__name__)
                 others = requests
         for request_id, req in others:
             try:
@@ -101,6 +102,9 @@ def _new_addresses(
         email = request[1].email
         (others if email in known else new).append(request)
         known.add(email)
+    # In the order of the unique index the INSERT checks: two ticks taking in the same new
+    # addresses at once then wait for each other instead of deadlocking.
+    new.sort(key=lambda request: request[1].email)
     return new, others
 
 

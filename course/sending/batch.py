@@ -201,7 +201,7 @@ def _send_each(batch: _Batch, pending: list[Job]) -> None:
             # deploy, a database hiccup, a race): tried again a few times with backoff, then
             # left for an operator (`course deliveries failed`) within minutes, not days.
             kind = job.delivery.kind
-            if outcomes.retry(job, clock.now(), f"render: {message}", most=RENDER_ATTEMPTS):
+            if outcomes.render_failed(job, clock.now(), str(message), most=RENDER_ATTEMPTS):
                 result.retried.append(delivery_id)
                 metrics.retried(kind)
             else:

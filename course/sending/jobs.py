@@ -54,6 +54,7 @@ class DeliveryRow:
     version_id: int
     position: int
     attempts: int
+    render_failures: int
     message_id: str
     created_at: datetime  # when it was claimed, as due: the start of its delivery lag
 

@@ -55,18 +55,11 @@ class Outcomes:
             suppression.suppress(conn, subscriber_id=job.subscriber.id, now=now, reason=reason)
         log.warning("hard bounce for delivery %s: %s", job.delivery.id, reason)
 
-    def retry(
-        self,
-        job: Job,
-        now: datetime,
-        exc: SendError | str,
-        *,
-        most: int | None = None,
-    ) -> bool:
-        """A temporary failure: try again after an exponential backoff, up to `most` attempts
-        (max_attempts unless said). Returns False when it gives up."""
+    def retry(self, job: Job, now: datetime, exc: SendError) -> bool:
+        """A temporary failure: try again after an exponential backoff, up to max_attempts.
+        Returns False when it gives up."""
         attempts = job.delivery.attempts + 1
-        give_up = attempts >= min(most or self.settings.max_attempts, self.settings.max_attempts)
+        give_up = attempts >= self.settings.max_attempts
         with self.engine.begin() as conn:
             conn.execute(
                 update(Delivery)
@@ -81,6 +74,30 @@ class Outcomes:
             )
         if give_up:
             log.error("delivery %s failed %d times, giving up: %s", job.delivery.id, attempts, exc)
+        return not give_up
+
+    def render_failed(self, job: Job, now: datetime, error: str, *, most: int) -> bool:
+        """The email could not be rendered: try again after the same backoff as a temporary
+        error, up to `most` tries that failed so, counted apart from the relay's. Returns False
+        when it gives up."""
+        failures = job.delivery.render_failures + 1
+        give_up = failures >= most
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(Delivery)
+                .where(col(Delivery.id) == job.delivery.id, col(Delivery.lease_owner) == self.owner)
+                .values(
+                    render_failures=failures,
+                    last_error=f"render: {error}"[:500],
+                    lease_owner=None,
+                    status=DeliveryStatus.FAILED if give_up else DeliveryStatus.PENDING,
+                    lease_until=None if give_up else now + backoff(self.settings, failures),
+                )
+            )
+        if give_up:
+            log.error(
+                "delivery %s cannot be rendered (%d tries), giving up", job.delivery.id, failures
+            )
         return not give_up
 
     def release(self, ids: list[int], when: datetime) -> list[int]:

@@ -296,7 +296,7 @@ def resend(
         DeliveryKind.RESEND.value, row_id(enrollment), position, domain=settings.message_domain
     )
     row.status = DeliveryStatus.PENDING
-    row.attempts, row.sent_at, row.last_error = 0, None, None
+    row.attempts, row.render_failures, row.sent_at, row.last_error = 0, 0, None, None
     row.created_at = now
     row.lease_until = now + timedelta(seconds=settings.lease_seconds)
     session.add(row)

@@ -130,7 +130,10 @@ def tab_to(page: Any, selector: str, *, back: bool = False, most: int = 80) -> N
     for _ in range(most):
         page.keyboard.press("Shift+Tab" if back else "Tab")
         ring = page.evaluate(f"() => ({FOCUS_RING})(document.activeElement)")
-        if ring["tag"] != "IFRAME":  # inside the preview, the email's own styles apply
+        # Inside the preview the email's own styles apply; on <body> nothing has the focus (Tab
+        # went past the last stop to the browser's own controls, or out of the preview while
+        # it loads): neither is a stop on the page.
+        if ring["tag"] not in ("IFRAME", "BODY"):
             where = ring["where"]  # read with the ring, in one go: the focus may move on
             assert ring["style"] != "none" and ring["width"] >= 2, f"no focus ring on {where}"
             assert ring["contrast"] >= 3, f"a faint focus ring ({ring['contrast']:.1f}:1) {where}"

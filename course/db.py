@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import ClauseElement, Connection, Engine, event, inspect, text
 from sqlalchemy.engine import Dialect, make_url
@@ -27,6 +27,17 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # How long an SQLite connection waits for another one's write lock before it gives up.
 BUSY_TIMEOUT_MS = 30000
 _READ_ONLY = "homeward_read_only"  # an execution option: see read_only()
+
+
+# How many values one IN (...) list takes: SQLite allows at most 32,766 parameters in a statement,
+# and batch sizes (COURSE_CLAIM_BATCH) have no upper bound.
+IN_LIST = 1000
+_T = TypeVar("_T")
+
+
+def chunks(items: Sequence[_T], size: int = IN_LIST) -> list[list[_T]]:
+    """`items` in lists of at most `size`, in order."""
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 def is_sqlite(engine: Engine) -> bool:

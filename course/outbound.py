@@ -25,7 +25,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, literal, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, and_, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
@@ -79,10 +79,17 @@ def _insert(conn: Connection | Session) -> Any:
     return sqlite.insert if name == "sqlite" else postgresql.insert
 
 
+def _wanting(event: str) -> ColumnElement[bool]:
+    """The endpoints that want `event` (their events are stored as ",a,b,")."""
+    return col(WebhookEndpoint.events).like(f"%,{event},%")
+
+
 def wanted(conn: Connection | Session, event: str) -> bool:
     """Whether any endpoint wants `event`: writing many events can skip them all if not."""
-    wants = select(col(WebhookEndpoint.id)).where(col(WebhookEndpoint.events).like(f"%,{event},%"))
-    return conn.execute(wants.limit(1)).first() is not None
+    return (
+        conn.execute(select(col(WebhookEndpoint.id)).where(_wanting(event)).limit(1)).first()
+        is not None
+    )
 
 
 def emit(
@@ -104,7 +111,7 @@ def emit(
         literal(now, WebhookMessage.__table__.c.next_attempt_at.type),  # type: ignore[attr-defined]
         literal(0),
         literal(""),
-    ).where(col(WebhookEndpoint.events).like(f"%,{event},%"))
+    ).where(_wanting(event))
     columns = [
         "endpoint_id",
         "event",

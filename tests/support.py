@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlmodel import SQLModel, select
 
 from course.clock import Clock
@@ -110,6 +111,21 @@ class SmtpSink:
 
 
 # --- waiting, and an empty database ------------------------------------------------------------
+
+
+def statements_of(engine: Any, action: Callable[[], object]) -> list[str]:
+    """The SQL statements `engine` sends while `action` runs."""
+    seen: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        action()
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    return seen
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:

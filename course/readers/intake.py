@@ -8,22 +8,19 @@ truth: if the broker loses the nudge, the next tick takes the request in.
 from __future__ import annotations
 
 import logging
-from typing import TypeVar
 
 from sqlalchemy import Engine, delete, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from course.clock import Clock
+from course.db import chunks
 from course.errors import CourseError
 from course.models import SignupRequest, Subscriber, row_id
 from course.readers.signup import EnrollRequest, enroll, enroll_new_readers
 from course.settings import Settings
 
 log = logging.getLogger(__name__)
-
-IN_LIST = 1000
-_T = TypeVar("_T")
 
 
 def request_signup(session: Session, clock: Clock, req: EnrollRequest) -> None:
@@ -77,7 +74,7 @@ def take_in(engine: Engine, settings: Settings, clock: Clock, *, limit: int) -> 
             done.append(request_id)
         # Set-based, without the ORM matching each deleted row against every object the
         # session holds: row by row, that made a burst's intake quadratic.
-        for some in _chunks(done):
+        for some in chunks(done):
             session.execute(
                 delete(SignupRequest)
                 .where(col(SignupRequest.id).in_(some))
@@ -93,7 +90,7 @@ def _new_addresses(
     """The requests of addresses nobody has, the first of each (taken in together), and the
     rest (one by one, since what they do depends on what is there)."""
     known: set[str] = set()
-    for some in _chunks(sorted({req.email for _, req in requests})):
+    for some in chunks(sorted({req.email for _, req in requests})):
         found = session.exec(select(col(Subscriber.email)).where(col(Subscriber.email).in_(some)))
         known.update(found.all())
     new: list[tuple[int, EnrollRequest]] = []
@@ -106,9 +103,3 @@ def _new_addresses(
     # addresses at once then wait for each other instead of deadlocking.
     new.sort(key=lambda request: request[1].email)
     return new, others
-
-
-def _chunks(items: list[_T]) -> list[list[_T]]:
-    """Lists short enough for one IN (...) each: SQLite takes at most 32,766 parameters, and
-    COURSE_CLAIM_BATCH, which sets how many sign-ups a tick takes in, has no upper bound."""
-    return [items[i : i + IN_LIST] for i in range(0, len(items), IN_LIST)]

@@ -37,15 +37,11 @@ from sqlalchemy.orm import Mapped
 from sqlmodel import col
 
 from course.clock import Clock
-from course.db import is_sqlite
+from course.db import chunks, is_sqlite
 from course.models import Delivery, DeliveryKind, DeliveryStatus, Enrollment, EnrollmentStatus
 from course.readers.intake import take_in
 from course.readers.preferences import replan_waiting
 from course.settings import Settings
-
-
-def _chunks(ids: list[int], size: int) -> list[list[int]]:
-    return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 def _one_of(
@@ -222,7 +218,7 @@ def tick(
     out: list[list[int]] = []
 
     def commit(ids: list[int]) -> None:
-        batches = _chunks(ids, settings.send_batch)
+        batches = chunks(ids, settings.send_batch)
         if hand_out is not None and batches:
             hand_out(batches)
         out.extend(batches)

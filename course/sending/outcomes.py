@@ -60,18 +60,7 @@ class Outcomes:
         Returns False when it gives up."""
         attempts = job.delivery.attempts + 1
         give_up = attempts >= self.settings.max_attempts
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(Delivery)
-                .where(col(Delivery.id) == job.delivery.id, col(Delivery.lease_owner) == self.owner)
-                .values(
-                    attempts=attempts,
-                    last_error=str(exc)[:500],
-                    lease_owner=None,
-                    status=DeliveryStatus.FAILED if give_up else DeliveryStatus.PENDING,
-                    lease_until=None if give_up else now + backoff(self.settings, attempts),
-                )
-            )
+        self._again(job, now, tries=attempts, give_up=give_up, error=str(exc), attempts=attempts)
         if give_up:
             log.error("delivery %s failed %d times, giving up: %s", job.delivery.id, attempts, exc)
         return not give_up
@@ -82,23 +71,37 @@ class Outcomes:
         when it gives up."""
         failures = job.delivery.render_failures + 1
         give_up = failures >= most
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(Delivery)
-                .where(col(Delivery.id) == job.delivery.id, col(Delivery.lease_owner) == self.owner)
-                .values(
-                    render_failures=failures,
-                    last_error=f"render: {error}"[:500],
-                    lease_owner=None,
-                    status=DeliveryStatus.FAILED if give_up else DeliveryStatus.PENDING,
-                    lease_until=None if give_up else now + backoff(self.settings, failures),
-                )
-            )
+        self._again(
+            job,
+            now,
+            tries=failures,
+            give_up=give_up,
+            error=f"render: {error}",
+            render_failures=failures,
+        )
         if give_up:
             log.error(
                 "delivery %s cannot be rendered (%d tries), giving up", job.delivery.id, failures
             )
         return not give_up
+
+    def _again(
+        self, job: Job, now: datetime, *, tries: int, give_up: bool, error: str, **count: int
+    ) -> None:
+        """Hand the delivery back for its `tries`-th backoff, or mark it failed; `count` is the
+        tally of tries that went up."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(Delivery)
+                .where(col(Delivery.id) == job.delivery.id, col(Delivery.lease_owner) == self.owner)
+                .values(
+                    **count,
+                    last_error=error[:500],
+                    lease_owner=None,
+                    status=DeliveryStatus.FAILED if give_up else DeliveryStatus.PENDING,
+                    lease_until=None if give_up else now + backoff(self.settings, tries),
+                )
+            )
 
     def release(self, ids: list[int], when: datetime) -> list[int]:
         """Hand `ids` back, to be taken again from `when` on."""

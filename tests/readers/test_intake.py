@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import event, func
+from sqlalchemy import func
 from sqlmodel import Session, select
 
 from course.db import engine_for, session_scope
@@ -13,7 +13,7 @@ from course.models import Delivery, Enrollment, Subscriber, row_id
 from course.readers.intake import request_signup
 from course.readers.signup import EnrollRequest
 from course.suppression import suppress
-from tests.support import confirm_link, signup
+from tests.support import confirm_link, signup, statements_of
 
 BURST = 300
 
@@ -69,16 +69,7 @@ def test_a_burst_costs_a_few_statements_not_a_dozen_per_person(
     for n in range(BURST):
         _queue(settings, clock, f"family{n}@example.org")
     engine = engine_for(settings.database_url)
-    statements: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany) -> None:
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        intake()
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
+    statements = statements_of(engine, intake)
     with Session(engine) as session:
         assert session.exec(select(func.count()).select_from(Enrollment)).one() == BURST
     if engine.dialect.name == "postgresql":

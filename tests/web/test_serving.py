@@ -16,7 +16,6 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event
 
 from course.authoring import load_sequence, publish
 from course.catalog import OFFERS_FRESH_SECONDS
@@ -24,7 +23,7 @@ from course.cli.embedded_redis import free_port
 from course.cli.serve import cpu_count
 from course.db import engine_for, session_scope
 from course.settings import PROJECT_ROOT
-from tests.support import wait_for
+from tests.support import statements_of, wait_for
 
 SPANISH = 'value="family-guide-es"'  # the sign-up form's choice of the Spanish course
 
@@ -36,20 +35,6 @@ def client(settings, clock, mini_course, queued) -> Iterator[TestClient]:
     app = create_app(settings, clock, enqueue=queued.extend, kick=lambda: None)
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
-
-
-def statements_of(engine, action) -> list[str]:
-    seen: list[str] = []
-
-    def note(_conn, _cursor, statement, *_args) -> None:
-        seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", note)
-    try:
-        action()
-    finally:
-        event.remove(engine, "before_cursor_execute", note)
-    return seen
 
 
 def test_the_sign_up_page_reads_the_offered_courses_once_not_on_every_view(client, settings):

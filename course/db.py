@@ -52,6 +52,12 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def connections_kept() -> int:
+    """At most as many PostgreSQL connections as a process uses at once: one per sending
+    thread (COURSE_SMTP_CONNECTIONS), and five for the tick, the beat and the web's threads."""
+    return 5 + max(5, get_settings().smtp_connections)
+
+
 def make_engine(url: str) -> Engine:
     url = normalize_url(url)
     if not url.startswith("sqlite"):
@@ -59,11 +65,14 @@ def make_engine(url: str) -> Engine:
         # read are UTC days and UTC times, whatever the server's own zone.
         engine = create_engine(
             url,
-            pool_size=5,
             # A worker's sending threads (one per SMTP connection) each claim and load their
-            # batches: waiting for one of ten connections made 32 threads send at the pace of
-            # ten. Past the five kept, each is closed again when handed back.
-            max_overflow=max(5, get_settings().smtp_connections),
+            # batches, and a web process serves up to 40 requests at once on its threads:
+            # waiting for one of ten connections made 32 threads send at the pace of ten. Every
+            # connection is kept once opened. Kept only five (the rest closed when handed
+            # back), a burst of sign-ups opened a new PostgreSQL connection for one request in
+            # ten (500 in 10 s), each a server process started and its caches filled.
+            pool_size=connections_kept(),
+            max_overflow=0,
             # Against what closes an idle connection without a word (a firewall, a proxy):
             # a connection is never reused after this many seconds.
             pool_recycle=1800,

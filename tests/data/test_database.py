@@ -1,15 +1,17 @@
 """The database as the code expects it: the schema the migrations build, and SQLite's locks."""
 
 import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import insert, make_url, text
+from sqlalchemy import event, insert, make_url, text
 from sqlmodel import Session, SQLModel, select
 
-from course.db import engine_for, read_only, session_scope
+from course.db import engine_for, make_engine, read_only, session_scope
 from course.models import Delivery, Enrollment, SequenceVersion, Subscriber
 from course.sending.jobs import claim_and_load_statement
 
@@ -122,3 +124,30 @@ def test_every_migration_keeps_sqlite_from_reusing_the_ids_links_once_named(_sql
         )
     for name in ("subscriber", "enrollment", "delivery", "signup_request"):
         assert "AUTOINCREMENT" in tables[name], name
+
+
+def test_a_burst_of_requests_reuses_the_postgresql_connections_it_opened(_postgres_url):
+    """Twelve requests at once, twice: the second burst finds the first's connections kept.
+    Closed again past the first five, a burst of sign-ups opened a new connection (a server
+    process started) for one request in ten."""
+    if _postgres_url is None:
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    engine = make_engine(_postgres_url)
+    opened: list[object] = []
+    event.listen(engine, "connect", lambda dbapi_conn, _record: opened.append(dbapi_conn))
+    at_once = 12
+    try:
+
+        def request(together: threading.Barrier) -> None:
+            with session_scope(engine) as session:
+                session.execute(text("SELECT 1"))
+                together.wait()  # every request holds its connection at the same moment
+
+        for _burst in range(2):
+            together = threading.Barrier(at_once, timeout=30)
+            with ThreadPoolExecutor(at_once) as pool:
+                for done in [pool.submit(request, together) for _ in range(at_once)]:
+                    done.result()
+        assert len(opened) == at_once
+    finally:
+        engine.dispose()

@@ -136,13 +136,13 @@ def test_a_burst_of_requests_reuses_the_postgresql_connections_it_opened(_postgr
     opened: list[object] = []
     event.listen(engine, "connect", lambda dbapi_conn, _record: opened.append(dbapi_conn))
     at_once = 12
+
+    def request(together: threading.Barrier) -> None:
+        with session_scope(engine) as session:
+            session.execute(text("SELECT 1"))
+            together.wait()  # every request holds its connection at the same moment
+
     try:
-
-        def request(together: threading.Barrier) -> None:
-            with session_scope(engine) as session:
-                session.execute(text("SELECT 1"))
-                together.wait()  # every request holds its connection at the same moment
-
         for _burst in range(2):
             together = threading.Barrier(at_once, timeout=30)
             with ThreadPoolExecutor(at_once) as pool:

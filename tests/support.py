@@ -10,7 +10,7 @@ import html as html_lib
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -126,6 +126,13 @@ def statements_of(engine: Any, action: Callable[[], object]) -> list[str]:
     finally:
         event.remove(engine, "before_cursor_execute", note)
     return seen
+
+
+def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every node of a PostgreSQL plan (EXPLAIN (FORMAT JSON)), the top one first."""
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from plan_nodes(child)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:

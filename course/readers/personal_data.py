@@ -7,11 +7,11 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, delete, func
+from sqlalchemy import CursorResult, Engine, delete, exists, func
 from sqlmodel import Session, col, select
 
 from course.clock import Clock, as_utc
-from course.db import is_sqlite, scrub, session_scope
+from course.db import chunks, is_sqlite, scrub, session_scope
 from course.errors import LinkEnded
 from course.models import (
     Delivery,
@@ -166,16 +166,22 @@ def purge_unconfirmed(engine: Engine, clock: Clock, *, days: int) -> int:
     )
     with engine.begin() as conn:
         conn.execute(delete(Delivery).where(col(Delivery.enrollment_id).in_(stale)))
-        gone = cast(
-            CursorResult[tuple[()]],
-            conn.execute(delete(Enrollment).where(col(Enrollment.id).in_(stale))),
-        )
-        with_a_course = select(col(Enrollment.subscriber_id))
-        conn.execute(
-            delete(Subscriber).where(
-                col(Subscriber.id).not_in(with_a_course),
-                col(Subscriber.suppressed_at).is_(None),
-                col(Subscriber.created_at) < cutoff,
+        gone = conn.execute(
+            delete(Enrollment)
+            .where(col(Enrollment.id).in_(stale))
+            .returning(col(Enrollment.subscriber_id))
+        ).all()
+        # Only the people whose sign-up just went can be left with no course. Asked of every
+        # person ("NOT IN every enrollment's person"), PostgreSQL compared each of a million
+        # people with a million enrollments one by one: the hourly purge never ended.
+        left = sorted({person for (person,) in gone})
+        for some in chunks(left):
+            conn.execute(
+                delete(Subscriber).where(
+                    col(Subscriber.id).in_(some),
+                    ~exists().where(col(Enrollment.subscriber_id) == col(Subscriber.id)),
+                    col(Subscriber.suppressed_at).is_(None),
+                    col(Subscriber.created_at) < cutoff,
+                )
             )
-        )
-        return gone.rowcount or 0
+        return len(gone)

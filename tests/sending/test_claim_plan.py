@@ -10,7 +10,6 @@ statistics say many rows are due: the ones that tempted the planner into the ful
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from course.clock import ManualClock
 from course.db import engine_for
 from course.sending import tick
 from course.settings import Settings
+from tests.support import plan_nodes
 
 ROWS = 20_000
 
@@ -40,16 +40,10 @@ def _sent_by_tick(engine: Engine, settings: Settings, clock: ManualClock, marker
     return found
 
 
-def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from _nodes(child)
-
-
 def _plan(conn: Connection, statement: str, parameters: Any) -> list[dict[str, Any]]:
     [[raw]] = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, parameters).all()
     document = json.loads(raw) if isinstance(raw, str) else raw
-    return list(_nodes(document[0]["Plan"]))
+    return list(plan_nodes(document[0]["Plan"]))
 
 
 def _update_scans(nodes: list[dict[str, Any]], table: str) -> list[dict[str, Any]]:
@@ -57,7 +51,7 @@ def _update_scans(nodes: list[dict[str, Any]], table: str) -> list[dict[str, Any
     under another alias)."""
     [target] = [n for n in nodes if n["Node Type"] == "ModifyTable" and n["Operation"] == "Update"]
     assert target["Relation Name"] == table
-    below = [n for child in target.get("Plans", []) for n in _nodes(child)]
+    below = [n for child in target.get("Plans", []) for n in plan_nodes(child)]
     return [n for n in below if n.get("Relation Name") == table and n["Alias"] == target["Alias"]]
 
 

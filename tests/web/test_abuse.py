@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, event, func, text
 from sqlmodel import select
 
+from bench.bulk import READERS, run_script
 from course.authoring import load_sequence, publish
-from course.db import engine_for, session_scope
+from course.db import engine_for, normalize_url, session_scope
 from course.models import Enrollment, SignupRequest, Subscriber
 from course.readers.personal_data import purge_unconfirmed
 from course.settings import PROJECT_ROOT
@@ -28,6 +30,7 @@ from tests.support import (
     confirm_link,
     data_link,
     enrolled,
+    plan_nodes,
     statements_of,
     unsubscribe_link,
     visible,
@@ -275,3 +278,54 @@ def test_a_sign_up_takes_the_same_time_whatever_the_address_is_on_the_list(
     assert spread < 0.1 * min(medians.values()), {
         k: f"{v * 1000:.2f} ms" for k, v in medians.items()
     }
+
+
+def test_the_hourly_purge_never_compares_every_person_with_every_sign_up(settings, clock):
+    """With more people than fit in PostgreSQL's working memory, "the people left with no
+    course" was asked as NOT IN (every enrollment's person): each person checked against every
+    sign-up in turn. At a million readers the hourly purge never ended."""
+    url = settings.database_url
+    if not url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL query plan: SQLite's NOT IN builds a temporary index")
+    readers = 5_000
+    with session_scope(engine_for(url)) as session:
+        published, _ = publish(
+            session, load_sequence(PROJECT_ROOT / "lessons" / "family-guide"), clock
+        )
+        version = published.id
+    now = clock.now()
+    run_script(
+        engine_for(url),
+        READERS,
+        {"now": now, "slug": published.slug, "version": version, "readers": readers},
+    )
+    with engine_for(url).begin() as conn:  # each consented when they signed up, over 60 days
+        conn.execute(text("UPDATE enrollment SET consent_at = created_at"))
+        conn.execute(text("ANALYZE"))
+    # Working memory as small as a large table makes it: the plan is the one a million get.
+    tight = create_engine(normalize_url(url), connect_args={"options": "-c work_mem=64kB"})
+    plans: list[dict[str, Any]] = []
+
+    def explain(_conn: Any, cursor: Any, statement: str, parameters: Any, *_rest: Any) -> None:
+        if statement.lstrip().upper().startswith("DELETE"):
+            cursor.execute("EXPLAIN (FORMAT JSON) " + statement, parameters)
+            plans.append(cursor.fetchone()[0][0]["Plan"])
+
+    event.listen(tight, "before_cursor_execute", explain)
+    try:
+        purged = purge_unconfirmed(tight, clock, days=settings.unconfirmed_days)
+    finally:
+        tight.dispose()
+    old_sign_ups = readers // 10 * 4 // 6  # pending, signed up 20, 21, 40 or 41 days ago
+    assert purged == old_sign_ups
+    with session_scope(engine_for(url)) as session:
+        assert session.exec(select(func.count()).select_from(Subscriber)).one() == (
+            readers - old_sign_ups
+        )
+    one_by_one = [
+        node["Subplan Name"]
+        for plan in plans
+        for node in plan_nodes(plan)
+        if node.get("Subplan Name", "").startswith("SubPlan")  # "hashed SubPlan" is one pass
+    ]
+    assert len(plans) >= 3 and one_by_one == []

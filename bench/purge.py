@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""How long the hourly purge of unconfirmed sign-ups takes with a million readers.
+
+    .venv/bin/python bench/purge.py                    # 1,000,000 readers
+    .venv/bin/python bench/purge.py --readers 20000    # what CI runs
+
+A PostgreSQL database of its own (`homeward_bench_purge` on the local server, made anew and
+dropped at the end) with that many readers at every stage (bench.bulk: a tenth of them never
+confirmed, signed up over the last 60 days). The first purge deletes the backlog of old
+sign-ups; then the purge is timed as the beat runs it, once an hour, when only the sign-ups of
+that hour's day have come of age. A benchmark, not a test: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TARGET_SECONDS = 1.0  # of the hourly beat: far less than the hour between two
+NAME = "homeward_bench_purge"
+DAYS = 7  # COURSE_UNCONFIRMED_DAYS' default
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} (1, 5, 15 min)"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--readers", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=5, help="hourly purges timed")
+    args = parser.parse_args()
+
+    from sqlalchemy import text
+
+    from bench.bulk import load_readers, publish_family_guide, scratch_database, vacuum_analyze
+    from course.clock import ManualClock
+    from course.readers.personal_data import purge_unconfirmed
+
+    print(f"machine: {_load()} on {os.cpu_count()} CPUs")
+    with scratch_database(NAME) as engine:
+        built = time.perf_counter()
+        slug, version = publish_family_guide(engine)
+        now = datetime.now(UTC).replace(microsecond=0)
+        load_readers(engine, readers=args.readers, now=now, slug=slug, version=version)
+        with engine.begin() as conn:  # each consented when they signed up, over 60 days
+            conn.execute(text("UPDATE enrollment SET consent_at = created_at"))
+        vacuum_analyze(engine)
+        print(f"{args.readers:,} readers: built in {time.perf_counter() - built:.0f} s")
+        clock = ManualClock(now)
+        started = time.perf_counter()
+        backlog = purge_unconfirmed(engine, clock, days=DAYS)
+        print(
+            f"first purge: {backlog:,} sign-ups older than {DAYS} days in"
+            f" {time.perf_counter() - started:.1f} s"
+        )
+        vacuum_analyze(engine)
+        timings, purged = [], 0
+        # The sign-ups left are a day old or new (bench.bulk): the second and third timed
+        # purges find them come of age, the others nothing, as most hourly purges do.
+        clock.advance(days=DAYS - 2)
+        for _ in range(args.runs):
+            clock.advance(days=1)
+            started = time.perf_counter()
+            purged += purge_unconfirmed(engine, clock, days=DAYS)
+            timings.append(time.perf_counter() - started)
+        median, slowest = statistics.median(timings), max(timings)
+        print(
+            f"purge, {args.readers:,} readers, PostgreSQL: median {median:.3f} s (slowest"
+            f" {slowest:.3f}) over {args.runs} runs, {purged / args.runs:,.0f} sign-ups purged"
+            f" each (target: < {TARGET_SECONDS:.0f} s)"
+            f"{'' if median < TARGET_SECONDS else '  MISSED'}"
+        )
+        print(f"  the machine, just after the runs: {_load()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

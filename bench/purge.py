@@ -6,7 +6,7 @@
 
 A PostgreSQL database of its own (`homeward_bench_purge` on the local server, made anew and
 dropped at the end) with that many readers at every stage (bench.bulk: a tenth of them never
-confirmed, signed up over the last 60 days). The first purge deletes the backlog of old
+confirmed, signed up over the last 60 days) and ten emails each (bench.dashboard's). The first purge deletes the backlog of old
 sign-ups; then the purge is timed as the beat runs it, once an hour, when only the sign-ups of
 that hour's day have come of age. A benchmark, not a test: it asserts nothing.
 """
@@ -37,12 +37,20 @@ def _load() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--readers", type=int, default=1_000_000)
+    parser.add_argument("--per", type=int, default=10, help="emails per reader (default 10)")
     parser.add_argument("--runs", type=int, default=5, help="hourly purges timed")
     args = parser.parse_args()
 
     from sqlalchemy import text
 
-    from bench.bulk import load_readers, publish_family_guide, scratch_database, vacuum_analyze
+    from bench.bulk import (
+        load_readers,
+        publish_family_guide,
+        run_script,
+        scratch_database,
+        vacuum_analyze,
+    )
+    from bench.dashboard import FILL
     from course.clock import ManualClock
     from course.readers.personal_data import purge_unconfirmed
 
@@ -51,11 +59,16 @@ def main() -> int:
         built = time.perf_counter()
         slug, version = publish_family_guide(engine)
         now = datetime.now(UTC).replace(microsecond=0)
+        values = {"now": now, "slug": slug, "version": version, "readers": args.readers}
         load_readers(engine, readers=args.readers, now=now, slug=slug, version=version)
+        run_script(engine, FILL, {**values, "per": args.per})
         with engine.begin() as conn:  # each consented when they signed up, over 60 days
             conn.execute(text("UPDATE enrollment SET consent_at = created_at"))
         vacuum_analyze(engine)
-        print(f"{args.readers:,} readers: built in {time.perf_counter() - built:.0f} s")
+        print(
+            f"{args.readers:,} readers, {args.readers * args.per:,} emails: built in"
+            f" {time.perf_counter() - built:.0f} s"
+        )
         clock = ManualClock(now)
         started = time.perf_counter()
         backlog = purge_unconfirmed(engine, clock, days=DAYS)
@@ -75,7 +88,7 @@ def main() -> int:
             timings.append(time.perf_counter() - started)
         median, slowest = statistics.median(timings), max(timings)
         print(
-            f"purge, {args.readers:,} readers, PostgreSQL: median {median:.3f} s (slowest"
+            f"purge, {args.readers:,} readers, {args.readers * args.per:,} emails, PostgreSQL: median {median:.3f} s (slowest"
             f" {slowest:.3f}) over {args.runs} runs, {purged / args.runs:,.0f} sign-ups purged"
             f" each (target: < {TARGET_SECONDS:.0f} s)"
             f"{'' if median < TARGET_SECONDS else '  MISSED'}"

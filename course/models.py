@@ -11,6 +11,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Column,
+    ColumnElement,
     Date,
     DateTime,
     Index,
@@ -20,7 +21,7 @@ from sqlalchemy import (
     false,
     text,
 )
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, SQLModel, col
 
 
 def _only_where(condition: str, *, sqlite: str | None = None) -> dict[str, Any]:
@@ -260,6 +261,16 @@ class Delivery(SQLModel, table=True):
     created_at: datetime = _ts(nullable=False)
     sent_at: datetime | None = _ts()
     last_error: str | None = Field(default=None, max_length=500)
+
+
+def pending_named() -> ColumnElement[bool]:
+    """ "Still pending", for a statement that names its emails (by id, or by reader). Compared
+    through an expression on purpose, so that no index can serve it and the named rows are
+    found by their own index: after a quiet spell the statistics say nothing is pending, and
+    PostgreSQL then walked every pending row of a backlog through ix_delivery_pending (a
+    batch claimed, a lease renewed, a reader unsubscribed: 0.1-0.5 s each at 200,000
+    pending)."""
+    return col(Delivery.status).concat("") == DeliveryStatus.PENDING
 
 
 class SignupRequest(SQLModel, table=True):

@@ -12,7 +12,14 @@ from sqlmodel import Session, col, select
 
 from course import outbound
 from course.clock import Clock
-from course.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Subscriber
+from course.models import (
+    Delivery,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Subscriber,
+    pending_named,
+)
 
 _RUNNING = (EnrollmentStatus.PENDING, EnrollmentStatus.ACTIVE)
 
@@ -52,7 +59,7 @@ def stop_everything(
         update(Delivery)
         .where(
             col(Delivery.enrollment_id).in_(theirs),
-            col(Delivery.status) == DeliveryStatus.PENDING,
+            pending_named(),
         )
         .values(status=DeliveryStatus.CANCELLED, lease_owner=None)
     )
@@ -99,7 +106,7 @@ def leave(session: Session, clock: Clock, enrollment_id: int) -> None:
         update(Delivery)
         .where(
             col(Delivery.enrollment_id) == enrollment_id,
-            col(Delivery.status) == DeliveryStatus.PENDING,
+            pending_named(),
         )
         .values(status=DeliveryStatus.CANCELLED, lease_owner=None)
     )

@@ -165,23 +165,28 @@ def purge_unconfirmed(engine: Engine, clock: Clock, *, days: int) -> int:
         func.coalesce(col(Enrollment.consent_at), col(Enrollment.created_at)) < cutoff,
     )
     with engine.begin() as conn:
-        conn.execute(delete(Delivery).where(col(Delivery.enrollment_id).in_(stale)))
-        gone = conn.execute(
-            delete(Enrollment)
-            .where(col(Enrollment.id).in_(stale))
-            .returning(col(Enrollment.subscriber_id))
-        ).all()
+        # Named by id (a week of sign-ups at most): "emails of the stale sign-ups" as a join
+        # read all ten million emails every hour.
+        ids = sorted(i for i in conn.execute(stale).scalars() if i is not None)
+        people: set[int] = set()
+        for some in chunks(ids):
+            conn.execute(delete(Delivery).where(col(Delivery.enrollment_id).in_(some)))
+            gone = conn.execute(
+                delete(Enrollment)
+                .where(col(Enrollment.id).in_(some))
+                .returning(col(Enrollment.subscriber_id))
+            )
+            people.update(gone.scalars())
         # Only the people whose sign-up just went can be left with no course. Asked of every
         # person ("NOT IN every enrollment's person"), PostgreSQL compared each of a million
         # people with a million enrollments one by one: the hourly purge never ended.
-        left = sorted({person for (person,) in gone})
-        for some in chunks(left):
+        for some_people in chunks(sorted(people)):
             conn.execute(
                 delete(Subscriber).where(
-                    col(Subscriber.id).in_(some),
+                    col(Subscriber.id).in_(some_people),
                     ~exists().where(col(Enrollment.subscriber_id) == col(Subscriber.id)),
                     col(Subscriber.suppressed_at).is_(None),
                     col(Subscriber.created_at) < cutoff,
                 )
             )
-        return len(gone)
+        return len(ids)

@@ -11,7 +11,6 @@ import json
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -26,7 +25,6 @@ from sqlalchemy import (
     cast,
     func,
     literal,
-    or_,
     select,
     true,
     union_all,
@@ -68,25 +66,38 @@ def release_expired(engine: Engine, settings: Settings, clock: Clock, *, limit: 
     no_lease = col(Delivery.lease_until).is_(None)
     lapsed = col(Delivery.lease_until) <= now
     pending = col(Delivery.status) == DeliveryStatus.PENDING
-    expired: Any
+    # "No lease OR lapsed" as one condition is read by walking every pending row: on SQLite
+    # 2 ms for 20,000 (under the write lock every sending worker then waits for); on
+    # PostgreSQL, which counts every sent row (no lease either) as a match, a read of all ten
+    # million emails on every tick once a backlog had been seen. As two searches of the index
+    # the same answer takes a tenth of a millisecond.
+    found: ColumnElement[bool]
     if is_sqlite(engine):
-        # SQLite reads "no lease OR lapsed" by walking every pending row of the index (2 ms for
-        # 20,000, under the write lock that every sending worker then waits for); as two
-        # searches of it the same answer takes a tenth of a millisecond.
         expired = union_all(
             select(col(Delivery.id)).where(pending, no_lease),
             select(col(Delivery.id)).where(pending, lapsed),
         ).limit(limit)
+        found = col(Delivery.id).in_(expired.scalar_subquery())
     else:
-        expired = (
-            select(col(Delivery.id))
-            .where(pending, or_(no_lease, lapsed))
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
+        # FOR UPDATE takes no UNION: each search locks its own rows, up to `limit` each. In
+        # the index's order: the planner sized "no lease" by the sent rows and, the first
+        # `limit` rows being so many, read the table for them, finding none (190 ms at 2M).
+        searches = [
+            func.array(
+                select(col(Delivery.id))
+                .where(pending, which)
+                .order_by(col(Delivery.lease_until))
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+                .scalar_subquery(),
+                type_=postgresql.ARRAY(Integer),
+            )
+            for which in (no_lease, lapsed)
+        ]
+        found = col(Delivery.id) == any_(func.array_cat(*searches, type_=postgresql.ARRAY(Integer)))
     stmt = (
         update(Delivery)
-        .where(_one_of(engine, col(Delivery.id), expired))
+        .where(found)
         .values(lease_until=now + timedelta(seconds=settings.lease_seconds), lease_owner=None)
         .returning(col(Delivery.id))
     )

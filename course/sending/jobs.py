@@ -35,11 +35,11 @@ from course.db import read_only
 from course.models import (
     Delivery,
     DeliveryKind,
-    DeliveryStatus,
     Enrollment,
     Lesson,
     SequenceVersion,
     Subscriber,
+    pending_named,
 )
 from course.settings import Settings
 
@@ -122,12 +122,9 @@ class Job:
 
 
 def _claimable(now: datetime | BindParameter[datetime]) -> tuple[ColumnElement[bool], ...]:
-    """Which of a batch's rows a worker may take. The status is compared through an expression
-    on purpose, so that no index can serve it and the rows are found by id: after a quiet
-    spell the statistics say nothing is pending, and PostgreSQL then scanned every pending row
-    of a backlog (through ix_delivery_pending) to claim each batch of 200."""
+    """Which of a batch's rows a worker may take (found by id, whatever the statistics say)."""
     return (
-        col(Delivery.status).concat("") == DeliveryStatus.PENDING,
+        pending_named(),
         or_(col(Delivery.lease_owner).is_(None), col(Delivery.lease_until) <= now),
     )
 

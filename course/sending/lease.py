@@ -26,7 +26,7 @@ from sqlalchemy import Engine, update
 from sqlmodel import col
 
 from course.clock import Clock
-from course.models import Delivery, DeliveryStatus
+from course.models import Delivery, pending_named
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def renew(
             .where(
                 col(Delivery.id).in_(wanted),
                 col(Delivery.lease_owner) == owner,
-                col(Delivery.status) == DeliveryStatus.PENDING,
+                pending_named(),
             )
             .values(lease_until=clock.now() + timedelta(seconds=seconds))
             .returning(col(Delivery.id))

@@ -482,7 +482,14 @@ class WebhookMessage(SQLModel, table=True):
         # The same event is never queued twice for an endpoint (the sweep of sent lessons
         # looks back over a window).
         UniqueConstraint("endpoint_id", "event", "about", name="uq_webhook_message"),
-        Index("ix_webhook_message_due", "delivered_at", "next_attempt_at"),
+        # The messages still to post, in the order they are posted (a receiver gets events in
+        # the order they happened): posted ones, a row per lesson per endpoint and kept, once
+        # made PostgreSQL walk the primary key past millions of them.
+        Index(
+            "ix_webhook_message_due",
+            "id",
+            **_only_where("delivered_at IS NULL AND gave_up_at IS NULL"),
+        ),
         # Its id is the webhook-id receivers tell repeats apart by: never reused.
         NO_REUSE,
     )

@@ -8,7 +8,8 @@ the end, so no two benchmarks (nor a test run) ever share one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -47,6 +48,21 @@ FROM generate_series(1, :readers) AS n;
 
 SELECT setval('enrollment_id_seq', :readers);
 SELECT setval('subscriber_id_seq', :readers)
+"""
+
+
+# Each reader's `per` deliveries, and feedback per lesson (the readers: READERS).
+EMAILS = """
+INSERT INTO delivery (enrollment_id, kind, version_id, position, message_id, status, attempts,
+                      created_at, sent_at)
+SELECT e, 'lesson', :version, p, '<bench.' || e || '.' || p || '@bench.example>',
+       CASE WHEN (e + p) % 5000 = 0 THEN 'failed' ELSE 'sent' END, 1,
+       :now - ((e % 60) * interval '1 day') + p * interval '1 day',
+       :now - ((e % 60) * interval '1 day') + p * interval '1 day' + (e % 30) * interval '1 second'
+FROM generate_series(1, :readers) AS e, generate_series(1, :per) AS p;
+
+INSERT INTO lesson_feedback (version_id, position, helpful, not_helpful)
+SELECT :version, p, 100 * p, 7 * p FROM generate_series(1, 16) AS p;
 """
 
 
@@ -103,3 +119,29 @@ def vacuum_analyze(engine: Engine) -> None:
     """Fresh statistics and a visibility map, as autovacuum leaves a table that has settled."""
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE"))
+
+
+def build(
+    engine: Engine,
+    *,
+    readers: int,
+    per: int,
+    now: datetime,
+    then: Callable[[Engine], object] = lambda _engine: None,
+) -> str:
+    """The English course published, `readers` readers with `per` emails each (READERS and
+    EMAILS), `then` (a benchmark's own touch), fresh statistics: with a progress bar, since a
+    million readers take minutes. Returns the course's slug."""
+    from tqdm import tqdm
+
+    with tqdm(total=4, desc="building", unit="step", file=sys.stderr) as bar:
+        slug, version = publish_family_guide(engine)
+        bar.update()
+        load_readers(engine, readers=readers, now=now, slug=slug, version=version)
+        bar.update()
+        run_script(engine, EMAILS, {"now": now, "version": version, "readers": readers, "per": per})
+        then(engine)
+        bar.update()
+        vacuum_analyze(engine)
+        bar.update()
+    return slug

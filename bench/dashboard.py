@@ -27,20 +27,6 @@ sys.path.insert(0, str(ROOT))
 TARGET_SECONDS = 1.0
 NAME = "homeward_bench_dashboard"
 
-# Each reader's `per` deliveries, and feedback per lesson (the readers: bench.bulk.READERS).
-FILL = """
-INSERT INTO delivery (enrollment_id, kind, version_id, position, message_id, status, attempts,
-                      created_at, sent_at)
-SELECT e, 'lesson', :version, p, '<bench.' || e || '.' || p || '@bench.example>',
-       CASE WHEN (e + p) % 5000 = 0 THEN 'failed' ELSE 'sent' END, 1,
-       :now - ((e % 60) * interval '1 day') + p * interval '1 day',
-       :now - ((e % 60) * interval '1 day') + p * interval '1 day' + (e % 30) * interval '1 second'
-FROM generate_series(1, :readers) AS e, generate_series(1, :per) AS p;
-
-INSERT INTO lesson_feedback (version_id, position, helpful, not_helpful)
-SELECT :version, p, 100 * p, 7 * p FROM generate_series(1, 16) AS p;
-"""
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -49,29 +35,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
 
-    from tqdm import tqdm
-
-    from bench.bulk import (
-        load_readers,
-        publish_family_guide,
-        run_script,
-        scratch_database,
-        vacuum_analyze,
-    )
+    from bench.bulk import build, scratch_database
     from course.stats import dashboard
 
     with scratch_database(NAME) as engine:
-        with tqdm(total=4, desc="building", unit="step", file=sys.stderr) as bar:
-            slug, version = publish_family_guide(engine)
-            bar.update()
-            now = datetime.now(UTC)
-            load_readers(engine, readers=args.readers, now=now, slug=slug, version=version)
-            bar.update()
-            values = {"now": now, "version": version, "readers": args.readers, "per": args.per}
-            run_script(engine, FILL, values)
-            bar.update()
-            vacuum_analyze(engine)
-            bar.update()
+        now = datetime.now(UTC)
+        slug = build(engine, readers=args.readers, per=args.per, now=now)
         timings = []
         for _ in range(args.runs):
             started = time.perf_counter()

@@ -6,7 +6,7 @@
 
 A PostgreSQL database of its own (`homeward_bench_purge` on the local server, made anew and
 dropped at the end) with that many readers at every stage (bench.bulk: a tenth of them never
-confirmed, signed up over the last 60 days) and ten emails each (bench.dashboard's). The first purge deletes the backlog of old
+confirmed, signed up over the last 60 days) and ten emails each (bench.bulk.EMAILS). The first purge deletes the backlog of old
 sign-ups; then the purge is timed as the beat runs it, once an hour, when only the sign-ups of
 that hour's day have come of age. A benchmark, not a test: it asserts nothing.
 """
@@ -41,30 +41,22 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5, help="hourly purges timed")
     args = parser.parse_args()
 
-    from sqlalchemy import text
+    from sqlalchemy import Engine, text
 
-    from bench.bulk import (
-        load_readers,
-        publish_family_guide,
-        run_script,
-        scratch_database,
-        vacuum_analyze,
-    )
-    from bench.dashboard import FILL
+    from bench.bulk import build, scratch_database, vacuum_analyze
     from course.clock import ManualClock
     from course.readers.personal_data import purge_unconfirmed
 
     print(f"machine: {_load()} on {os.cpu_count()} CPUs")
     with scratch_database(NAME) as engine:
         built = time.perf_counter()
-        slug, version = publish_family_guide(engine)
         now = datetime.now(UTC).replace(microsecond=0)
-        values = {"now": now, "slug": slug, "version": version, "readers": args.readers}
-        load_readers(engine, readers=args.readers, now=now, slug=slug, version=version)
-        run_script(engine, FILL, {**values, "per": args.per})
-        with engine.begin() as conn:  # each consented when they signed up, over 60 days
-            conn.execute(text("UPDATE enrollment SET consent_at = created_at"))
-        vacuum_analyze(engine)
+
+        def consented_at_sign_up(engine: Engine) -> None:  # over the last 60 days (READERS)
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE enrollment SET consent_at = created_at"))
+
+        build(engine, readers=args.readers, per=args.per, now=now, then=consented_at_sign_up)
         print(
             f"{args.readers:,} readers, {args.readers * args.per:,} emails: built in"
             f" {time.perf_counter() - built:.0f} s"

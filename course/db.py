@@ -53,8 +53,9 @@ def normalize_url(url: str) -> str:
 
 
 def connections_kept() -> int:
-    """At most as many PostgreSQL connections as a process uses at once: one per sending
-    thread (COURSE_SMTP_CONNECTIONS), and five for the tick, the beat and the web's threads."""
+    """The PostgreSQL connections a process keeps, at most: one per sending thread of a worker
+    (COURSE_SMTP_CONNECTIONS) and five more for its tick and beat tasks. A web process gets
+    as many, for the requests its threads serve at once (up to 40; the rest wait)."""
     return 5 + max(5, get_settings().smtp_connections)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import CursorResult, Engine, delete, exists, func
 from sqlmodel import Session, col, select
 
 from course.clock import Clock, as_utc
-from course.db import chunks, is_sqlite, scrub, session_scope
+from course.db import IN_LIST, is_sqlite, scrub, session_scope
 from course.errors import LinkEnded
 from course.models import (
     Delivery,
@@ -160,33 +160,45 @@ def purge_unconfirmed(engine: Engine, clock: Clock, *, days: int) -> int:
     cutoff = clock.now() - timedelta(days=days)
     # From the latest sign-up (its consent), not the first: a reader who comes back after a
     # year, or asks for a new link on day 6, has as long as anyone to confirm.
-    stale = select(col(Enrollment.id)).where(
-        col(Enrollment.status) == EnrollmentStatus.PENDING,
-        func.coalesce(col(Enrollment.consent_at), col(Enrollment.created_at)) < cutoff,
+    stale = (
+        select(col(Enrollment.id))
+        .where(
+            col(Enrollment.status) == EnrollmentStatus.PENDING,
+            func.coalesce(col(Enrollment.consent_at), col(Enrollment.created_at)) < cutoff,
+        )
+        .order_by(col(Enrollment.id))
+        .limit(IN_LIST)
     )
-    with engine.begin() as conn:
-        # Named by id (a week of sign-ups at most): "emails of the stale sign-ups" as a join
-        # read all ten million emails every hour.
-        ids = sorted(i for i in conn.execute(stale).scalars() if i is not None)
-        people: set[int] = set()
-        for some in chunks(ids):
-            conn.execute(delete(Delivery).where(col(Delivery.enrollment_id).in_(some)))
+    if not is_sqlite(engine):
+        # A reader who confirms, or signs up again, while their sign-up is being purged waits
+        # for the purge and then finds the link ended: never confirmed, then deleted.
+        stale = stale.with_for_update()
+    purged = 0
+    while True:
+        # A chunk a transaction: after downtime the backlog has no bound, and SQLite's write
+        # lock (which every sending worker waits for) is held for one chunk at a time.
+        with engine.begin() as conn:
+            ids = [i for i in conn.execute(stale).scalars() if i is not None]
+            if not ids:
+                return purged
+            # By id: "emails of the stale sign-ups" as a join read all ten million emails.
+            conn.execute(delete(Delivery).where(col(Delivery.enrollment_id).in_(ids)))
             gone = conn.execute(
                 delete(Enrollment)
-                .where(col(Enrollment.id).in_(some))
+                .where(col(Enrollment.id).in_(ids))
                 .returning(col(Enrollment.subscriber_id))
-            )
-            people.update(gone.scalars())
-        # Only the people whose sign-up just went can be left with no course. Asked of every
-        # person ("NOT IN every enrollment's person"), PostgreSQL compared each of a million
-        # people with a million enrollments one by one: the hourly purge never ended.
-        for some_people in chunks(sorted(people)):
+            ).all()
+            if not gone:  # never, with the rows locked: but a loop must not spin on it
+                return purged
+            purged += len(gone)
+            # Only the people whose sign-up just went can be left with no course. Asked of
+            # every person ("NOT IN every enrollment's person"), PostgreSQL compared each of a
+            # million people with a million enrollments one by one: the purge never ended.
             conn.execute(
                 delete(Subscriber).where(
-                    col(Subscriber.id).in_(some_people),
+                    col(Subscriber.id).in_(sorted({person for (person,) in gone})),
                     ~exists().where(col(Enrollment.subscriber_id) == col(Subscriber.id)),
                     col(Subscriber.suppressed_at).is_(None),
                     col(Subscriber.created_at) < cutoff,
                 )
             )
-        return len(ids)

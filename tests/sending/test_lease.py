@@ -7,9 +7,14 @@ import threading
 import time
 from collections import Counter
 
+from sqlalchemy import update
+from sqlmodel import col
+
 from course.clock import SystemClock
 from course.db import engine_for
+from course.models import Delivery, DeliveryStatus
 from course.sending import Mailer, SmtpTarget, send_batch, tick
+from course.sending.dispatch import release_expired
 from course.sending.jobs import claim_and_load
 from course.sending.lease import LeaseKeeper
 from course.settings import Settings
@@ -82,3 +87,24 @@ def test_a_worker_that_stalled_past_its_lease_holds_none_of_what_was_handed_on(
     keeper.renew_now()  # the stalled worker wakes up
     assert not any(keeper.holds(i) for i in batch), "and sends none of them again"
     assert len(smtp.message_ids()) == len(set(smtp.message_ids())) == 3
+
+
+def test_lost_emails_are_handed_out_again_a_limited_number_at_a_time(settings, clock, mini_course):
+    """Lost in two ways (a lease run out, or none at all), seven emails wait; a tick that may
+    hand out five hands out five, and the next the other two, each once."""
+    active_readers(settings, clock, 7)
+    engine = engine_for(settings.database_url)
+    with engine.begin() as conn:  # their confirmations went out
+        conn.execute(update(Delivery).values(status=DeliveryStatus.SENT, lease_until=None))
+    claimed = [i for batch in tick(engine, settings, clock) for i in batch]
+    assert len(claimed) == 7
+    with engine.begin() as conn:
+        conn.execute(
+            update(Delivery).where(col(Delivery.id).in_(claimed[:3])).values(lease_until=None)
+        )
+    clock.advance(seconds=settings.lease_seconds + 1)  # the other four run out
+    first = release_expired(engine, settings, clock, limit=5)
+    second = release_expired(engine, settings, clock, limit=5)
+    assert len(first) == 5 and len(set(first)) == 5
+    assert sorted(first + second) == sorted(claimed)
+    assert release_expired(engine, settings, clock, limit=5) == [], "each leased anew"

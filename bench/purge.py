@@ -54,8 +54,8 @@ def main() -> int:
         now = datetime.now(UTC).replace(microsecond=0)
 
         def consented_at_sign_up(engine: Engine) -> None:
-            """Over the last 60 days (READERS puts them on whole days), at every hour."""
-            spread = "created_at + (id % 24) * interval '1 hour'"
+            """Over the last 60 days (READERS puts reader n on day n % 60), at every hour."""
+            spread = "created_at + (id / 60 % 24) * interval '1 hour'"
             with engine.begin() as conn:
                 conn.execute(text(f"UPDATE enrollment SET consent_at = {spread}"))
 

@@ -113,12 +113,12 @@ class SmtpSink:
 # --- waiting, and an empty database ------------------------------------------------------------
 
 
-def statements_of(engine: Any, action: Callable[[], object]) -> list[str]:
-    """The SQL statements `engine` sends while `action` runs."""
-    seen: list[str] = []
+def executed(engine: Any, action: Callable[[], object]) -> list[tuple[str, Any]]:
+    """The SQL statements `engine` sends while `action` runs, each with its parameters."""
+    seen: list[tuple[str, Any]] = []
 
-    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
+    def note(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        seen.append((statement, parameters))
 
     event.listen(engine, "before_cursor_execute", note)
     try:
@@ -126,6 +126,11 @@ def statements_of(engine: Any, action: Callable[[], object]) -> list[str]:
     finally:
         event.remove(engine, "before_cursor_execute", note)
     return seen
+
+
+def statements_of(engine: Any, action: Callable[[], object]) -> list[str]:
+    """The SQL statements `engine` sends while `action` runs."""
+    return [statement for statement, _ in executed(engine, action)]
 
 
 def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:

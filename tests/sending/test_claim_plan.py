@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy import Connection, Engine, text
 
 from course.clock import ManualClock
 from course.db import engine_for
@@ -25,24 +25,14 @@ from course.sending import tick
 from course.sending.lease import renew
 from course.settings import Settings
 from course.suppression import stop_everything
-from tests.support import plan_nodes
+from tests.support import executed, plan_nodes
 
 ROWS = 20_000
 
 
 def _sent_by(engine: Engine, action: Callable[[], object], marker: str) -> Any:
     """The statement (and its parameters) `action` sends whose text holds `marker`."""
-    seen: list[tuple[str, Any]] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:
-        seen.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        action()
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-    [found] = [(s, p) for s, p in seen if marker in s]
+    [found] = [(s, p) for s, p in executed(engine, action) if marker in s]
     return found
 
 

@@ -22,6 +22,7 @@ from bench.bulk import READERS, run_script
 from course.authoring import load_sequence, publish
 from course.db import engine_for, normalize_url, session_scope
 from course.models import Enrollment, SignupRequest, Subscriber
+from course.readers import personal_data
 from course.readers.personal_data import purge_unconfirmed
 from course.settings import PROJECT_ROOT
 from tests.support import (
@@ -245,6 +246,28 @@ def test_the_purge_leaves_a_person_who_has_another_course(settings, clock, mini_
     with session_scope(engine_for(settings.database_url)) as session:
         assert session.exec(select(Subscriber.email)).all() == [reader]
         assert [(e.status) for e in session.exec(select(Enrollment)).all()] == ["active"]
+
+
+def test_a_backlog_of_sign_ups_is_purged_a_chunk_at_a_time_in_one_run(
+    settings, clock, mini_course, monkeypatch
+):
+    """After downtime the purge finds more stale sign-ups than one chunk: it takes them all in
+    one run, and stops once a chunk comes back short instead of searching again for nothing."""
+    monkeypatch.setattr(personal_data, "IN_LIST", 3)
+    enrolled(settings, clock, [f"stale{i}@example.org" for i in range(7)])
+    clock.advance(days=settings.unconfirmed_days + 1)
+    enrolled(settings, clock, ["recent@example.org"])
+    engine = engine_for(settings.database_url)
+    purged: list[int] = []
+    statements = statements_of(
+        engine,
+        lambda: purged.append(purge_unconfirmed(engine, clock, days=settings.unconfirmed_days)),
+    )
+    assert purged == [7]
+    with session_scope(engine) as session:
+        assert session.exec(select(Subscriber.email)).all() == ["recent@example.org"]
+    searches = [s for s in statements if s.lstrip().startswith("SELECT enrollment.id")]
+    assert len(searches) == 3, "chunks of 3, 3 and 1, and no search after the short one"
 
 
 def test_a_sign_up_takes_the_same_time_whatever_the_address_is_on_the_list(

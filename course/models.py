@@ -490,6 +490,13 @@ class WebhookMessage(SQLModel, table=True):
             "id",
             **_only_where("delivered_at IS NULL AND gave_up_at IS NULL"),
         ),
+        # Posted messages by when, for the hourly task that forgets them after
+        # COURSE_WEBHOOK_KEEP_DAYS (course.outbound.forget_posted).
+        Index(
+            "ix_webhook_message_posted",
+            "delivered_at",
+            **_only_where("delivered_at IS NOT NULL"),
+        ),
         # Its id is the webhook-id receivers tell repeats apart by: never reused.
         NO_REUSE,
     )

@@ -25,12 +25,12 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, literal, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
 from course.clock import Clock, as_utc
-from course.db import is_sqlite
+from course.db import IN_LIST, is_sqlite
 from course.models import (
     Delivery,
     DeliveryKind,
@@ -337,6 +337,30 @@ def post_due(engine: Engine, clock: Clock) -> tuple[int, int]:
             if all(m.endpoint_id in failing for m, _, _ in batch):
                 break  # only failing endpoints left in what is due
     return delivered, failed
+
+
+def forget_posted(engine: Engine, clock: Clock, *, days: int) -> int:
+    """Delete the messages posted more than `days` days ago, a chunk a transaction; return how
+    many went. Kept, the outbox grew by a row per lesson sent per endpoint for ever: at a
+    million readers, about half a million rows a day. Messages still to post stay, however old
+    (a paused endpoint's backlog waits for staff)."""
+    cutoff = clock.now() - timedelta(days=days)
+    posted = col(WebhookMessage.delivered_at)
+    oldest = (
+        select(col(WebhookMessage.id))
+        .where(posted.is_not(None), posted < cutoff)  # as the index says it, for SQLite
+        .order_by(posted)
+        .limit(IN_LIST)
+    )
+    forgotten = 0
+    while True:
+        with engine.begin() as conn:
+            ids = list(conn.execute(oldest).scalars())
+            if ids:
+                conn.execute(delete(WebhookMessage).where(col(WebhookMessage.id).in_(ids)))
+        forgotten += len(ids)
+        if len(ids) < IN_LIST:
+            return forgotten
 
 
 def _release(engine: Engine, message: WebhookMessage) -> None:

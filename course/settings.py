@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     confirmations_per_day: int = 3
     # Unconfirmed sign-ups are purged after this many days.
     unconfirmed_days: int = 7
+    # Webhook messages once posted are deleted after this many days (at least one: the sweep of
+    # sent lessons looks back ten minutes and must still find what it queued).
+    webhook_keep_days: int = Field(default=30, ge=1)
     # Soft bounces a provider reports before the address is suppressed.
     soft_bounce_limit: int = 5
 

@@ -15,7 +15,7 @@ from celery.signals import (
 
 from course.clock import SystemClock
 from course.db import engine_for, scrub
-from course.outbound import post_due, sweep
+from course.outbound import forget_posted, post_due, sweep
 from course.queue import PURGE_TASK, SEND_TASK, TICK_TASK, WEBHOOKS_TASK, broker_url, enqueue_sends
 from course.readers.personal_data import purge_unconfirmed
 from course.sending import Composer, SmtpTarget, send_batch
@@ -104,6 +104,7 @@ def purge() -> int:
     settings = get_settings()
     engine = engine_for(settings.database_url)
     purged = purge_unconfirmed(engine, SystemClock(), days=settings.unconfirmed_days)
+    forget_posted(engine, SystemClock(), days=settings.webhook_keep_days)
     # What erases and purges deleted, unreadable on disk too (see course.db.scrub).
     scrub(engine, vacuum=True)
     return purged

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, text
 from course.clock import ManualClock
 from course.db import engine_for
 from course.models import EnrollmentStatus
-from course.outbound import post_due
+from course.outbound import forget_posted, post_due
 from course.sending import tick
 from course.sending.lease import renew
 from course.settings import Settings
@@ -247,3 +247,14 @@ def test_webhook_messages_still_to_post_are_found_without_walking_the_posted_one
     reads = [(n["Node Type"], n.get("Index Name")) for n in nodes if n.get("Relation Name")]
     assert ("Index Scan", "ix_webhook_message_due") in reads, reads
     assert ("Index Scan", "webhook_message_pkey") not in reads, reads
+
+
+def test_posted_webhook_messages_are_forgotten_by_when_without_reading_the_outbox(postgres, clock):
+    """The hourly task deletes what was posted more than COURSE_WEBHOOK_KEEP_DAYS ago, a
+    thousand at a time: found through the posted index, not by reading every message."""
+    statement, parameters = _sent_by(
+        postgres, lambda: forget_posted(postgres, clock, days=30), "FROM webhook_message"
+    )
+    nodes = _planned_under_tempting_statistics(postgres, POSTED.split(";\n"), statement, parameters)
+    reads = [(n["Node Type"], n.get("Index Name")) for n in nodes if n.get("Relation Name")]
+    assert reads and all(index == "ix_webhook_message_posted" for _, index in reads), reads

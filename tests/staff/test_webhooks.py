@@ -20,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from course.db import engine_for
-from course.outbound import GIVE_UP_AFTER, RETRY_AFTER, post_due, sweep
+from course.outbound import GIVE_UP_AFTER, RETRY_AFTER, forget_posted, post_due, sweep
 from tests.staff.support import add_staff, api_token, csrf, signed_in
 from tests.support import run_days, signup, visible
 
@@ -161,6 +161,30 @@ def test_a_receiver_that_is_down_gets_the_posts_later_and_one_that_keeps_failing
     assert resumed.status_code == 200 and "Working" in visible(resumed.text)
     assert post(settings, clock) == (missed, 0)
     assert len(receiver.events(secret)) == 2 + missed
+
+
+def test_posts_that_went_through_are_deleted_after_the_days_kept_and_waiting_ones_stay(
+    app, smtp, settings, clock, deliver, receiver
+):
+    secret = connect(app, smtp, receiver.url, ["enrolled", "confirmed"])
+    engine = engine_for(settings.database_url)
+    signup(settings, clock, deliver, smtp, READER)
+    assert post(settings, clock) == (2, 0)
+    clock.advance(days=settings.webhook_keep_days - 1)
+    receiver.failing = True
+    signup(settings, clock, deliver, smtp, "later@example.org")
+    assert post(settings, clock) == (0, 1), "these two wait"
+    assert forget_posted(engine, clock, days=settings.webhook_keep_days) == 0, "not yet"
+    clock.advance(days=2)
+    assert forget_posted(engine, clock, days=settings.webhook_keep_days) == 2
+    client = signed_in(TestClient(app, base_url="https://testserver"), smtp, ADMIN)
+    page = visible(client.get("/staff/webhooks").text)
+    assert f"kept for {settings.webhook_keep_days} days, then deleted" in page
+    assert f"0 delivered in the last {settings.webhook_keep_days} days, 2 waiting" in page
+    receiver.failing = False
+    assert post(settings, clock) == (2, 0), "what waited goes out, however old"
+    assert [e["type"] for e in receiver.events(secret)] == ["enrolled", "confirmed"] * 2
+    assert forget_posted(engine, clock, days=settings.webhook_keep_days) == 0, "posted today"
 
 
 def test_only_an_admin_connects_systems_and_a_bad_address_is_refused(app, smtp, settings, clock):

@@ -16,12 +16,20 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from course.cli.embedded_redis import EmbeddedRedis
-from course.clock import SystemClock, as_utc
+from course.clock import ManualClock, SystemClock, as_utc
 from course.db import engine_for, session_scope
-from course.models import Delivery, Enrollment
-from course.queue import enqueue_sends
+from course.models import (
+    Delivery,
+    Enrollment,
+    Subscriber,
+    WebhookEndpoint,
+    WebhookMessage,
+    row_id,
+)
+from course.queue import PURGE_TASK, enqueue_sends
+from course.queue import app as queue
 from course.sending import tick
-from tests.support import active_readers, confirm_link, wait_for
+from tests.support import active_readers, confirm_link, enrolled, wait_for
 from tests.worker.conftest import LEASE, lesson_count
 
 
@@ -141,6 +149,57 @@ def test_two_beats_at_once_send_nothing_twice(settings, smtp, mini_course, proce
         lambda: all(lesson_count(smtp)[r] >= 3 for r in readers), 60, "every lesson with two beats"
     )
     assert all(n == 3 for n in lesson_count(smtp).values()), lesson_count(smtp)
+
+
+def test_the_hourly_task_run_by_a_worker_deletes_what_is_kept_no_longer(
+    settings, mini_course, processes
+):
+    """The beat's hourly task, sent to a real worker: a sign-up nobody confirmed in 40 days
+    goes, and so does a webhook post that went through 40 days ago. A confirmed reader, a post
+    of today and a message still waiting to be posted, however old, stay."""
+    engine = engine_for(settings.database_url)
+    now = SystemClock().now()
+    long_ago = now - timedelta(days=40)
+    [reader] = active_readers(settings, SystemClock(), 1)  # (it confirms every sign-up)
+    enrolled(settings, ManualClock(long_ago), ["forgot@example.org"])
+    with session_scope(engine) as session:
+        hook = WebhookEndpoint(
+            url="https://crm.example.org/hooks",
+            events=",enrolled,",
+            secret="whsec_",
+            created_at=now,
+        )
+        session.add(hook)
+        session.flush()
+        for about, made, posted in [
+            ("posted long ago", long_ago, long_ago),
+            ("posted today", now, now),
+            ("waiting", long_ago, None),
+        ]:
+            session.add(
+                WebhookMessage(
+                    endpoint_id=row_id(hook),
+                    event="enrolled",
+                    about=about,
+                    created_at=made,
+                    next_attempt_at=made,
+                    delivered_at=posted,
+                )
+            )
+
+    def left() -> tuple[list[str], list[str]]:
+        with session_scope(engine) as session:
+            emails = session.exec(select(Subscriber.email)).all()
+            kept = session.exec(select(WebhookMessage.about).order_by(WebhookMessage.id)).all()
+            return sorted(emails), list(kept)
+
+    processes("worker")
+    queue.send_task(PURGE_TASK)
+    wait_for(
+        lambda: left() == ([reader], ["posted today", "waiting"]),
+        30,
+        "the stale sign-up and the old post deleted by the worker",
+    )
 
 
 def test_after_the_switch_to_aftercare_the_overdose_and_safety_lessons_still_arrive_once(

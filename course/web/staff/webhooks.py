@@ -38,6 +38,7 @@ def _page(request: Request, actor: Actor, status: int = 200, **context: Any) -> 
         section="webhooks",
         endpoints=endpoints,
         events=EVENTS,
+        keep_days=request.app.state.settings.webhook_keep_days,
         **context,
     )
 
@@ -104,6 +105,8 @@ def _json(e: webhooks.Endpoint) -> dict[str, Any]:
 
 @api.get("/webhooks")
 def list_endpoints(*, actor: TokenDep, engine: EngineDep) -> Any:
+    """Every endpoint and its messages: `delivered` counts the posts of the last
+    COURSE_WEBHOOK_KEEP_DAYS days (older ones are deleted), `waiting` those still to post."""
     actor.require_admin()
     with session_scope(engine) as session:
         return [_json(e) for e in webhooks.everything(session)]

@@ -87,16 +87,15 @@ def scratch_database(name: str) -> Iterator[Engine]:
         admin.dispose()
 
 
-def publish_family_guide(engine: Engine) -> tuple[str, int]:
-    """The shipped English course, published: its slug and version id."""
+def publish_family_guide(engine: Engine, course: str = "family-guide") -> tuple[str, int]:
+    """A shipped course (the English one unless `course` names another folder of lessons/),
+    published: its slug and version id."""
     from course.authoring import load_sequence, publish
     from course.clock import SystemClock
     from course.db import session_scope
 
     with session_scope(engine) as session:
-        published, _ = publish(
-            session, load_sequence(ROOT / "lessons" / "family-guide"), SystemClock()
-        )
+        published, _ = publish(session, load_sequence(ROOT / "lessons" / course), SystemClock())
         assert published.id is not None
         return published.slug, published.id
 

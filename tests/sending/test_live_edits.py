@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 from sqlmodel import col, select
 
+from course import stats
 from course.authoring import SequenceSpec, load_sequence, publish
+from course.clock import as_utc
 from course.db import engine_for, session_scope
-from course.models import Delivery, Enrollment, SequenceVersion
+from course.models import Delivery, Enrollment, SequenceVersion, row_id
 from course.readers.preferences import set_dates, set_pace
 from tests.support import FIXTURES, enrolled, lessons_to, run_days, signup
 
@@ -293,3 +295,34 @@ def test_a_reader_with_a_conversation_date_moves_by_what_they_have_had(
         "late (added)",
         "care",
     ]
+
+
+def test_the_dashboard_times_the_lessons_sent_last_across_every_version(
+    settings, clock, smtp, deliver, live_course, tmp_path, monkeypatch
+):
+    """How late lessons go out is read from the course's lessons sent last, whichever version
+    each went out on (each version's are found apart, then merged)."""
+    monkeypatch.setattr(stats, "LAG_WINDOW", 2)
+    ahead = reading(settings, clock, deliver, smtp, "ahead@example.org")
+    one_day(clock, deliver)
+    assert publish_version(settings, clock, version(tmp_path, "early", *FIRST)) == 2
+    one_day(clock, deliver)
+    assert got(smtp, "ahead@example.org") == ["welcome", "signs", "talking"]
+    engine = engine_for(settings.database_url)
+    with session_scope(engine) as session:
+        lessons = session.exec(
+            select(Delivery).where(
+                Delivery.enrollment_id == ahead,
+                Delivery.kind == "lesson",
+                Delivery.status == "sent",
+            )
+        ).all()
+        for d in lessons:  # each lesson went out its id's number of seconds late
+            d.sent_at = as_utc(d.created_at) + timedelta(seconds=row_id(d))
+            session.add(d)
+        on = {row_id(d): d.version_id for d in lessons}
+    _, second, last = sorted(on)
+    assert on[second] != on[last], "the last two lessons went out on two versions"
+    figures = stats.dashboard(engine, "live-course", now=clock.now())
+    assert figures is not None
+    assert (figures.lag_sample, figures.lag_p50) == (2, (second + last) / 2)

@@ -489,11 +489,13 @@ class WebhookMessage(SQLModel, table=True):
         # The same event is never queued twice for an endpoint (the sweep of sent lessons
         # looks back over a window).
         UniqueConstraint("endpoint_id", "event", "about", name="uq_webhook_message"),
-        # The messages still to post, in the order they are posted (a receiver gets events in
-        # the order they happened): posted ones, a row per lesson per endpoint and kept, once
-        # made PostgreSQL walk the primary key past millions of them.
+        # Each endpoint's messages still to post, in the order they are posted (a receiver
+        # gets events in the order they happened): posted ones, a row per lesson per endpoint,
+        # once made PostgreSQL walk the primary key past millions of them, and one index of
+        # every endpoint's walked a paused endpoint's backlog on every run.
         Index(
             "ix_webhook_message_due",
+            "endpoint_id",
             "id",
             **_only_where("delivered_at IS NULL AND gave_up_at IS NULL"),
         ),

@@ -225,11 +225,15 @@ def test_emails_named_by_id_or_reader_are_not_looked_for_among_every_pending_one
     assert not [r for r in reads if r[1] == "ix_delivery_pending" or r[0] == "Seq Scan"], reads
 
 
+ENDPOINT = """
+INSERT INTO webhook_endpoint (url, events, secret, created_at, created_by, paused_at,
+                              paused_reason, failures, last_error)
+VALUES ('https://receiver.example.org/{name}', ',lesson.sent,', 'secret',
+        TIMESTAMPTZ '2026-01-01', '', {paused}, '', 0, '')
+"""
+
+# For each endpoint, :rows messages posted and a tenth as many waiting behind them.
 POSTED = """
-INSERT INTO webhook_endpoint (url, events, secret, created_at, created_by, paused_reason,
-                              failures, last_error)
-VALUES ('https://receiver.example.org/hook', ',lesson.sent,', 'secret',
-        TIMESTAMPTZ '2026-01-01', '', '', 0, '');
 INSERT INTO webhook_message (endpoint_id, event, about, payload, created_at, next_attempt_at,
                              attempts, delivered_at, last_error)
 SELECT e.id, 'lesson.sent', 'delivery:' || n, '{}', TIMESTAMPTZ '2026-01-01',
@@ -238,17 +242,44 @@ FROM generate_series(1, :rows + :rows / 10) AS n, webhook_endpoint AS e
 """
 
 
+def _endpoint(engine: Engine, name: str, *, paused: bool = False) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                ENDPOINT.format(name=name, paused="TIMESTAMPTZ '2026-01-02'" if paused else "NULL")
+            )
+        )
+
+
 def test_webhook_messages_still_to_post_are_found_without_walking_the_posted_ones(postgres, clock):
     """One message a lesson an endpoint, kept once posted: with 20,000 posted and a backlog of
     2,000 behind them, the claim of each run's ten walked the primary key past every posted
     one (335-450 ms a claim at 2.2 million, every five seconds)."""
+    _endpoint(postgres, "crm")
     statement, parameters = _sent_by(
         postgres, lambda: post_due(postgres, clock), "FROM webhook_message"
     )
-    nodes = _planned_under_tempting_statistics(postgres, POSTED.split(";\n"), statement, parameters)
+    nodes = _planned_under_tempting_statistics(postgres, [POSTED], statement, parameters)
     reads = [(n["Node Type"], n.get("Index Name")) for n in nodes if n.get("Relation Name")]
     assert ("Index Scan", "ix_webhook_message_due") in reads, reads
     assert ("Index Scan", "webhook_message_pkey") not in reads, reads
+
+
+def test_a_paused_endpoints_backlog_is_not_walked_to_find_another_endpoints_messages(
+    postgres, clock
+):
+    """A receiver down over a weekend is paused with a million lessons waiting. Looked for
+    among every endpoint's messages, the working endpoint's few were found by walking past
+    that backlog on every run, every five seconds; each endpoint's are now found apart."""
+    _endpoint(postgres, "paused", paused=True)
+    _endpoint(postgres, "working")
+    statement, parameters = _sent_by(
+        postgres, lambda: post_due(postgres, clock), "FROM webhook_message"
+    )
+    nodes = _planned_under_tempting_statistics(postgres, [POSTED], statement, parameters)
+    [scan] = [n for n in nodes if n.get("Relation Name") == "webhook_message"]
+    assert scan.get("Index Name") == "ix_webhook_message_due", scan
+    assert "endpoint_id" in scan.get("Index Cond", ""), scan
 
 
 def test_posted_webhook_messages_are_forgotten_by_when_without_reading_the_outbox(postgres, clock):
@@ -257,7 +288,8 @@ def test_posted_webhook_messages_are_forgotten_by_when_without_reading_the_outbo
     statement, parameters = _sent_by(
         postgres, lambda: forget_posted(postgres, clock, days=30), "FROM webhook_message"
     )
-    nodes = _planned_under_tempting_statistics(postgres, POSTED.split(";\n"), statement, parameters)
+    _endpoint(postgres, "crm")
+    nodes = _planned_under_tempting_statistics(postgres, [POSTED], statement, parameters)
     reads = [(n["Node Type"], n.get("Index Name")) for n in nodes if n.get("Relation Name")]
     assert reads and all(index == "ix_webhook_message_posted" for _, index in reads), reads
 

@@ -163,6 +163,39 @@ def test_a_receiver_that_is_down_gets_the_posts_later_and_one_that_keeps_failing
     assert len(receiver.events(secret)) == 2 + missed
 
 
+def test_a_paused_endpoint_holds_up_no_other_and_gets_its_backlog_in_order_when_resumed(
+    app, smtp, settings, clock, deliver, receiver
+):
+    crm = Receiver()
+    try:
+        paused_secret = connect(app, smtp, receiver.url, ["enrolled"])
+        crm_secret = connect(app, smtp, crm.url, ["enrolled"])
+        client = signed_in(TestClient(app, base_url="https://testserver"), smtp, ADMIN)
+        [paused, _] = client.get(
+            "/api/staff/webhooks", headers=api_token(settings, clock, ADMIN)
+        ).json()
+        page = client.get("/staff/webhooks")
+        stopped = client.post(
+            f"/staff/webhooks/{paused['id']}/pause", data={"csrf": csrf(page.text)}
+        )
+        assert stopped.status_code == 200
+        readers = [f"r{n}@example.org" for n in range(25)]  # more than a run takes of one
+        for reader in readers:
+            signup(settings, clock, deliver, smtp, reader)
+        assert post(settings, clock) == (25, 0), "the working endpoint gets all of its own"
+        assert len(crm.events(crm_secret)) == 25 and receiver.received == []
+        page = client.get("/staff/webhooks")
+        resumed = client.post(
+            f"/staff/webhooks/{paused['id']}/resume", data={"csrf": csrf(page.text)}
+        )
+        assert resumed.status_code == 200
+        assert post(settings, clock) == (25, 0)
+        enrollments = [e["data"]["enrollment"] for e in receiver.events(paused_secret)]
+        assert enrollments == sorted(enrollments) and len(set(enrollments)) == 25, "in order"
+    finally:
+        crm.server.shutdown()
+
+
 def test_posts_that_went_through_are_deleted_after_the_days_kept_and_waiting_ones_stay(
     app, smtp, settings, clock, deliver, receiver
 ):

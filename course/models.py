@@ -479,6 +479,9 @@ class WebhookEndpoint(SQLModel, table=True):
     failures: int = 0  # attempts that failed in a row
     last_error: str = Field(default="", max_length=500)
     last_success_at: datetime | None = _ts()
+    # Posts that went through since it was connected: counted as each goes, since the messages
+    # themselves are deleted after COURSE_WEBHOOK_KEEP_DAYS (and counting them read the outbox).
+    delivered: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
 
 
 class WebhookMessage(SQLModel, table=True):

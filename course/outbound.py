@@ -431,7 +431,12 @@ def _outcome(engine: Engine, message: WebhookMessage, *, error: str, now: dateti
             conn.execute(
                 update(WebhookEndpoint)
                 .where(endpoint)
-                .values(failures=0, last_error="", last_success_at=now)
+                .values(
+                    failures=0,
+                    last_error="",
+                    last_success_at=now,
+                    delivered=col(WebhookEndpoint.delivered) + 1,
+                )
             )
             return
         attempts = message.attempts + 1

@@ -32,8 +32,10 @@ class EndpointNotFound(CourseError):
 class Endpoint:
     row: WebhookEndpoint
     waiting: int
-    delivered: int
-    gave_up: int
+
+    @property
+    def delivered(self) -> int:
+        return self.row.delivered
 
     @property
     def events(self) -> list[str]:
@@ -115,31 +117,21 @@ def remove(session: Session, clock: Clock, actor: Actor, *, endpoint_id: int) ->
 
 
 def everything(session: Session) -> list[Endpoint]:
-    """Every endpoint with its messages counted: waiting, delivered, given up on."""
-    counts = _counts(session)
+    """Every endpoint with its messages still to post counted (those delivered, it counts
+    itself as they go)."""
+    # Through the due index, whose entries are exactly those: a count grouped over the whole
+    # outbox read a month of posted messages (millions) on every view of the page.
+    waiting = dict(
+        session.exec(
+            select(col(WebhookMessage.endpoint_id), func.count())
+            .where(
+                col(WebhookMessage.delivered_at).is_(None),
+                col(WebhookMessage.gave_up_at).is_(None),
+            )
+            .group_by(col(WebhookMessage.endpoint_id))
+        ).all()
+    )
     return [
-        Endpoint(
-            row=e,
-            waiting=counts.get((row_id(e), "waiting"), 0),
-            delivered=counts.get((row_id(e), "delivered"), 0),
-            gave_up=counts.get((row_id(e), "gave_up"), 0),
-        )
+        Endpoint(row=e, waiting=waiting.get(row_id(e), 0))
         for e in session.exec(select(WebhookEndpoint).order_by(col(WebhookEndpoint.id))).all()
     ]
-
-
-def _counts(session: Session) -> dict[tuple[int, str], int]:
-    rows = session.exec(
-        select(
-            col(WebhookMessage.endpoint_id),
-            func.count(col(WebhookMessage.delivered_at)),
-            func.count(col(WebhookMessage.gave_up_at)),
-            func.count(),
-        ).group_by(col(WebhookMessage.endpoint_id))
-    ).all()
-    found: dict[tuple[int, str], int] = {}
-    for endpoint_id, delivered, gave_up, total in rows:
-        found[(endpoint_id, "delivered")] = delivered
-        found[(endpoint_id, "gave_up")] = gave_up
-        found[(endpoint_id, "waiting")] = total - delivered - gave_up
-    return found

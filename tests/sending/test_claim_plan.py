@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, text
+from sqlmodel import Session
 
 from course.authoring import load_sequence, publish
 from course.clock import ManualClock
@@ -25,6 +26,7 @@ from course.outbound import forget_posted, post_due
 from course.sending import tick
 from course.sending.lease import renew
 from course.settings import Settings
+from course.staff.webhooks import everything
 from course.stats import dashboard
 from course.suppression import stop_everything
 from tests.support import FIXTURES, executed, plan_nodes
@@ -319,3 +321,21 @@ def test_a_small_courses_dashboard_finds_its_lessons_sent_without_reading_every_
     )
     reads = [(n["Node Type"], n.get("Index Name")) for n in nodes if n.get("Relation Name")]
     assert reads and all(index == "ix_delivery_sent_per_version" for _, index in reads), reads
+
+
+def test_the_webhooks_page_counts_what_waits_without_reading_what_was_posted(postgres):
+    """Every view of the Webhooks page counted every message per endpoint: a month of posted
+    ones is millions. What waits is counted in the due index; what went through, by the
+    endpoint as it goes."""
+    _endpoint(postgres, "crm")
+
+    def view() -> None:
+        with Session(postgres) as session:
+            everything(session)
+
+    statement, parameters = _sent_by(postgres, view, "FROM webhook_message")
+    # A month of posts kept and a few hundred waiting, as a working endpoint has.
+    month = POSTED.replace(":rows + :rows / 10", ":rows + :rows / 100")
+    nodes = _planned_under_tempting_statistics(postgres, [month], statement, parameters)
+    reads = [n for n in nodes if n["Node Type"] == "Seq Scan" or "Index Name" in n]
+    assert [n.get("Index Name") for n in reads] == ["ix_webhook_message_due"], reads

@@ -213,7 +213,7 @@ def test_posts_that_went_through_are_deleted_after_the_days_kept_and_waiting_one
     client = signed_in(TestClient(app, base_url="https://testserver"), smtp, ADMIN)
     page = visible(client.get("/staff/webhooks").text)
     assert f"kept for {settings.webhook_keep_days} days, then deleted" in page
-    assert f"0 delivered in the last {settings.webhook_keep_days} days, 2 waiting" in page
+    assert "2 delivered, 2 waiting" in page, "the count outlives the posts it counted"
     receiver.failing = False
     assert post(settings, clock) == (2, 0), "what waited goes out, however old"
     assert [e["type"] for e in receiver.events(secret)] == ["enrolled", "confirmed"] * 2

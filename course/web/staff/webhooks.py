@@ -99,14 +99,13 @@ def _json(e: webhooks.Endpoint) -> dict[str, Any]:
         "last_error": e.row.last_error,
         "waiting": e.waiting,
         "delivered": e.delivered,
-        "gave_up": e.gave_up,
     }
 
 
 @api.get("/webhooks")
 def list_endpoints(*, actor: TokenDep, engine: EngineDep) -> Any:
-    """Every endpoint and its messages: `delivered` counts the posts of the last
-    COURSE_WEBHOOK_KEEP_DAYS days (older ones are deleted), `waiting` those still to post."""
+    """Every endpoint and its messages: `delivered` counts the posts that went through since it
+    was connected, `waiting` those still to post."""
     actor.require_admin()
     with session_scope(engine) as session:
         return [_json(e) for e in webhooks.everything(session)]

@@ -87,7 +87,7 @@ def scratch_database(name: str) -> Iterator[Engine]:
         admin.dispose()
 
 
-def publish_family_guide(engine: Engine, course: str = "family-guide") -> tuple[str, int]:
+def publish_course(engine: Engine, course: str = "family-guide") -> tuple[str, int]:
     """A shipped course (the English one unless `course` names another folder of lessons/),
     published: its slug and version id."""
     from course.authoring import load_sequence, publish
@@ -134,7 +134,7 @@ def build(
     from tqdm import tqdm
 
     with tqdm(total=4, desc="building", unit="step", file=sys.stderr) as bar:
-        slug, version = publish_family_guide(engine)
+        slug, version = publish_course(engine)
         bar.update()
         load_readers(engine, readers=readers, now=now, slug=slug, version=version)
         bar.update()

@@ -68,7 +68,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
 
-    from bench.bulk import build, publish_family_guide, run_script, scratch_database
+    from bench.bulk import build, publish_course, run_script, scratch_database
     from course.stats import dashboard
 
     with scratch_database(NAME) as engine:
@@ -76,7 +76,7 @@ def main() -> int:
         small: list[str] = []
 
         def small_course(engine: Engine) -> None:
-            slug, version = publish_family_guide(engine, "family-guide-es")
+            slug, version = publish_course(engine, "family-guide-es")
             values = {"first": args.readers, "small": SMALL, "per": args.per}
             run_script(
                 engine, SMALL_COURSE, {**values, "now": now, "slug": slug, "version": version}

@@ -77,14 +77,14 @@ def bench(size: int, runs: int) -> float:
     """The median tick, in seconds, with `size` enrollments of which DUE are due."""
     from sqlalchemy import event, text
 
-    from bench.bulk import load_readers, publish_family_guide, scratch_database, vacuum_analyze
+    from bench.bulk import load_readers, publish_course, scratch_database, vacuum_analyze
     from course.clock import ManualClock
     from course.sending.dispatch import tick
     from course.settings import Settings
 
     with scratch_database(NAME) as engine:
         built = time.perf_counter()
-        slug, version = publish_family_guide(engine)
+        slug, version = publish_course(engine)
         now = datetime.now(UTC).replace(microsecond=0)
         load_readers(engine, readers=size, now=now, slug=slug, version=version)
         due_at = now - timedelta(minutes=1)

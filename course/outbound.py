@@ -275,6 +275,10 @@ def _rows(
 # posts it covers, so no second run can post them too.
 CLAIM = 10
 RUN_SECONDS = 30.0
+# Longer than a run holds what it claimed: it takes no new post after RUN_SECONDS, and the one
+# under way may wait POST_TIMEOUT on each of connecting, sending and reading, then for the
+# database. Shorter, another run could take a message back while it is being posted.
+LEASE = timedelta(seconds=POST_TIMEOUT * (CLAIM + 1))
 
 
 def _claim(
@@ -325,8 +329,7 @@ def _claim(
                 )
             found += [(m, url, secret) for m in session.execute(query).scalars()]
         for message, _, _ in found:
-            # Long enough for every post of the batch to time out, and then some.
-            message.lease_until = now + timedelta(seconds=POST_TIMEOUT * (len(found) + 1))
+            message.lease_until = now + LEASE
         session.flush()
         session.expunge_all()
     return found
@@ -350,8 +353,10 @@ def post_due(engine: Engine, clock: Clock) -> tuple[int, int]:
             if not batch:
                 break  # nothing due, or only for endpoints that failed in this run
             for message, url, secret in batch:
-                if message.endpoint_id in failing:
-                    _release(engine, message)  # it failed earlier in this batch
+                if message.endpoint_id in failing or time.monotonic() - started >= RUN_SECONDS:
+                    # Its endpoint failed earlier in this batch, or the run's time is up (a
+                    # batch holds up to CLAIM of every endpoint): the next run posts it.
+                    _release(engine, message)
                     continue
                 body = _body(message)
                 msg_id = f"msg_{message.id}"
@@ -383,6 +388,12 @@ def forget_posted(engine: Engine, clock: Clock, *, days: int) -> int:
     million readers, about half a million rows a day. Messages still to post stay, however old
     (a paused endpoint's backlog waits for staff)."""
     cutoff = clock.now() - timedelta(days=days)
+    with engine.connect() as conn:
+        mark = conn.execute(select(col(WebhookSweep.swept_to))).scalar_one_or_none()
+    if mark is not None:
+        # What the next sweep looks back over stays (after an outage longer than the days
+        # kept, the sweep's mark is that old): deleted, those lessons would be queued again.
+        cutoff = min(cutoff, as_utc(mark) - SWEEP_LOOKBACK)
     posted = col(WebhookMessage.delivered_at)
     oldest = (
         select(col(WebhookMessage.id))
@@ -425,9 +436,13 @@ def _outcome(engine: Engine, message: WebhookMessage, *, error: str, now: dateti
         this = col(WebhookMessage.id) == message.id
         endpoint = col(WebhookEndpoint.id) == message.endpoint_id
         if not error:
-            conn.execute(
-                update(WebhookMessage).where(this).values(delivered_at=now, lease_until=None)
+            posted = conn.execute(
+                update(WebhookMessage)
+                .where(this, col(WebhookMessage.delivered_at).is_(None))
+                .values(delivered_at=now, lease_until=None)
             )
+            if not posted.rowcount:
+                return  # already recorded by a run that took it over: counted once
             conn.execute(
                 update(WebhookEndpoint)
                 .where(endpoint)

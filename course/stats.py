@@ -172,8 +172,15 @@ def dashboard(engine: Engine, slug: str, *, now: datetime) -> Dashboard | None:
     )
 
 
+# The newest versions the lag sample is read from: readers move to a new version when it is
+# published, so lessons sent last went out on the last few; and SQLite takes at most 500 parts
+# in one UNION.
+LAG_VERSIONS = 100
+
+
 def _latest_sent(version_ids: list[int | None]) -> Select[Any]:
-    """The course's LAG_WINDOW lessons sent last (when each was found due, when it went out).
+    """The course's LAG_WINDOW lessons sent last (when each was found due, when it went out),
+    from its LAG_VERSIONS newest versions (`version_ids` is newest first).
 
     Each version's newest first, from ix_delivery_sent_per_version, merged: looked for among
     every email newest first, a small course beside a big one (fewer sent than the window)
@@ -190,7 +197,7 @@ def _latest_sent(version_ids: list[int | None]) -> Select[Any]:
         .order_by(col(Delivery.id).desc())
         .limit(LAG_WINDOW)
         .subquery()
-        for version_id in version_ids
+        for version_id in version_ids[:LAG_VERSIONS]
     ]
     merged = union_all(*(select(*arm.c) for arm in newest_each)).subquery()
     return (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import sys
 from functools import lru_cache
 
@@ -25,6 +26,8 @@ from course.sending.recording import GroupRecorder
 from course.sending.relay import RelayGuard
 from course.settings import get_settings
 from worker.app import app
+
+log = logging.getLogger(__name__)
 
 # Sending threads mostly wait on sockets; one that wakes with a reply must not wait the default
 # 5 ms for a thread that is rendering an email to hand over the interpreter (the "convoy"
@@ -104,7 +107,11 @@ def purge() -> int:
     settings = get_settings()
     engine = engine_for(settings.database_url)
     purged = purge_unconfirmed(engine, SystemClock(), days=settings.unconfirmed_days)
-    forget_posted(engine, SystemClock(), days=settings.webhook_keep_days)
+    forgotten = forget_posted(engine, SystemClock(), days=settings.webhook_keep_days)
+    if forgotten:
+        log.info(
+            "deleted %d webhook posts older than %d days", forgotten, settings.webhook_keep_days
+        )
     # What erases and purges deleted, unreadable on disk too (see course.db.scrub).
     scrub(engine, vacuum=True)
     return purged

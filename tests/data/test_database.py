@@ -122,7 +122,14 @@ def test_every_migration_keeps_sqlite_from_reusing_the_ids_links_once_named(_sql
         tables: dict[str, str] = dict(
             conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'table'")).all()
         )
-    for name in ("subscriber", "enrollment", "delivery", "signup_request"):
+    for name in (
+        "subscriber",
+        "enrollment",
+        "delivery",
+        "signup_request",
+        "webhook_endpoint",
+        "webhook_message",
+    ):
         assert "AUTOINCREMENT" in tables[name], name
 
 

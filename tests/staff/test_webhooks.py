@@ -196,6 +196,24 @@ def test_a_paused_endpoint_holds_up_no_other_and_gets_its_backlog_in_order_when_
         crm.server.shutdown()
 
 
+def test_a_failing_endpoint_holds_up_no_other_in_the_same_run(
+    app, smtp, settings, clock, deliver, receiver
+):
+    """A receiver that answers 503 (not yet paused) costs one try a run; the other endpoint
+    gets all of its own in that run, not ten a run behind the failing one's queue."""
+    crm = Receiver()
+    try:
+        connect(app, smtp, receiver.url, ["enrolled"])
+        crm_secret = connect(app, smtp, crm.url, ["enrolled"])
+        receiver.failing = True
+        for n in range(25):
+            signup(settings, clock, deliver, smtp, f"r{n}@example.org")
+        assert post(settings, clock) == (25, 1)
+        assert len(crm.events(crm_secret)) == 25
+    finally:
+        crm.server.shutdown()
+
+
 def test_posts_that_went_through_are_deleted_after_the_days_kept_and_waiting_ones_stay(
     app, smtp, settings, clock, deliver, receiver
 ):
@@ -214,10 +232,28 @@ def test_posts_that_went_through_are_deleted_after_the_days_kept_and_waiting_one
     page = visible(client.get("/staff/webhooks").text)
     assert f"kept for {settings.webhook_keep_days} days, then deleted" in page
     assert "2 delivered, 2 waiting" in page, "the count outlives the posts it counted"
+    clock.advance(days=settings.webhook_keep_days)  # the waiting two are a month old now
+    assert forget_posted(engine, clock, days=settings.webhook_keep_days) == 0, "still to post"
     receiver.failing = False
     assert post(settings, clock) == (2, 0), "what waited goes out, however old"
     assert [e["type"] for e in receiver.events(secret)] == ["enrolled", "confirmed"] * 2
     assert forget_posted(engine, clock, days=settings.webhook_keep_days) == 0, "posted today"
+
+
+def test_posts_the_next_sweep_looks_back_over_are_kept_after_a_long_outage(
+    app, smtp, settings, clock, deliver, receiver
+):
+    """Down for longer than the days kept: the hourly task runs before the first sweep, whose
+    mark is as old as the outage. Lessons sent just before it must keep their posts, or the
+    sweep, looking back over them, would queue them again and the receiver get them twice."""
+    secret = connect(app, smtp, receiver.url, ["lesson.sent"])
+    signup(settings, clock, deliver, smtp, READER)
+    deliver()  # lesson 1
+    assert post(settings, clock) == (1, 0)
+    clock.advance(days=settings.webhook_keep_days + 1)
+    forget_posted(engine_for(settings.database_url), clock, days=settings.webhook_keep_days)
+    assert post(settings, clock) == (0, 0), "nothing twice"
+    assert [e["data"]["lesson"] for e in receiver.events(secret)] == [1]
 
 
 def test_only_an_admin_connects_systems_and_a_bad_address_is_refused(app, smtp, settings, clock):

@@ -16,8 +16,9 @@ down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# On SQLite a batch may rebuild the table from what it reflects, which does not carry
-# AUTOINCREMENT: said again, so an endpoint's id is never handed out twice.
+# On SQLite adding a column is a plain ALTER TABLE; dropping one (downgrade) rebuilds the table
+# from what it reflects, which does not carry AUTOINCREMENT: said again. (The rebuilt table's
+# counter then starts from the highest id left, as with every downgrade that drops a column.)
 NO_REUSE = {"sqlite_autoincrement": True}
 
 

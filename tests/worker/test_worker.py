@@ -13,7 +13,7 @@ from pathlib import Path
 
 import redis
 from fastapi.testclient import TestClient
-from sqlmodel import select
+from sqlmodel import col, select
 
 from course.cli.embedded_redis import EmbeddedRedis
 from course.clock import ManualClock, SystemClock, as_utc
@@ -190,7 +190,7 @@ def test_the_hourly_task_run_by_a_worker_deletes_what_is_kept_no_longer(
     def left() -> tuple[list[str], list[str]]:
         with session_scope(engine) as session:
             emails = session.exec(select(Subscriber.email)).all()
-            kept = session.exec(select(WebhookMessage.about).order_by(WebhookMessage.id)).all()
+            kept = session.exec(select(WebhookMessage.about).order_by(col(WebhookMessage.id))).all()
             return sorted(emails), list(kept)
 
     processes("worker")

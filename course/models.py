@@ -235,13 +235,6 @@ class Delivery(SQLModel, table=True):
         Index("ix_delivery_pending", "status", "lease_until"),
         # Sent lessons become webhook messages by when they were sent (course.outbound.sweep).
         Index("ix_delivery_sent_at", "sent_at", **_only_where("sent_at IS NOT NULL")),
-        # A course's lessons sent last, per version, for its dashboard (course.stats).
-        Index(
-            "ix_delivery_sent_per_version",
-            "version_id",
-            "id",
-            **_only_where("sent_at IS NOT NULL"),
-        ),
         NO_REUSE,
     )
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import Engine, Select, func, select, union_all
+from sqlalchemy import Engine, func, select
 from sqlmodel import col
 
 from course.clock import as_utc
@@ -149,7 +148,16 @@ def dashboard(engine: Engine, slug: str, *, now: datetime) -> Dashboard | None:
             .where(col(LessonFeedback.version_id).in_(version_ids))
             .group_by(col(LessonFeedback.position))
         ).all()
-        recent = conn.execute(_latest_sent(version_ids)).all()
+        recent = conn.execute(
+            select(col(Delivery.created_at), col(Delivery.sent_at))
+            .where(
+                col(Delivery.version_id).in_(version_ids),
+                col(Delivery.kind) == DeliveryKind.LESSON,
+                col(Delivery.status) == DeliveryStatus.SENT,
+            )
+            .order_by(col(Delivery.id).desc())
+            .limit(LAG_WINDOW)
+        ).all()
         failed = conn.execute(
             select(func.count()).where(
                 col(Delivery.status) == DeliveryStatus.FAILED,
@@ -169,39 +177,6 @@ def dashboard(engine: Engine, slug: str, *, now: datetime) -> Dashboard | None:
         ],
         failed=failed,
         since=since,
-    )
-
-
-# The newest versions the lag sample is read from: readers move to a new version when it is
-# published, so lessons sent last went out on the last few; and SQLite takes at most 500 parts
-# in one UNION.
-LAG_VERSIONS = 100
-
-
-def _latest_sent(version_ids: list[int | None]) -> Select[Any]:
-    """The course's LAG_WINDOW lessons sent last (when each was found due, when it went out),
-    from its LAG_VERSIONS newest versions (`version_ids` is newest first).
-
-    Each version's newest first, from ix_delivery_sent_per_version, merged: looked for among
-    every email newest first, a small course beside a big one (fewer sent than the window)
-    had its few found by reading all ten million.
-    """
-    newest_each = [
-        select(col(Delivery.id), col(Delivery.created_at), col(Delivery.sent_at))
-        .where(
-            col(Delivery.version_id) == version_id,
-            col(Delivery.sent_at).is_not(None),  # as the index says it, for SQLite
-            col(Delivery.kind) == DeliveryKind.LESSON,
-            col(Delivery.status) == DeliveryStatus.SENT,
-        )
-        .order_by(col(Delivery.id).desc())
-        .limit(LAG_WINDOW)
-        .subquery()
-        for version_id in version_ids[:LAG_VERSIONS]
-    ]
-    merged = union_all(*(select(*arm.c) for arm in newest_each)).subquery()
-    return (
-        select(merged.c.created_at, merged.c.sent_at).order_by(merged.c.id.desc()).limit(LAG_WINDOW)
     )
 
 

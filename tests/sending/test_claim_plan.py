@@ -18,18 +18,16 @@ import pytest
 from sqlalchemy import Connection, Engine, text
 from sqlmodel import Session
 
-from course.authoring import load_sequence, publish
 from course.clock import ManualClock
-from course.db import engine_for, session_scope
+from course.db import engine_for
 from course.models import EnrollmentStatus
 from course.outbound import forget_posted, post_due
 from course.sending import tick
 from course.sending.lease import renew
 from course.settings import Settings
 from course.staff.webhooks import everything
-from course.stats import dashboard
 from course.suppression import stop_everything
-from tests.support import FIXTURES, executed, plan_nodes
+from tests.support import executed, plan_nodes
 
 ROWS = 20_000
 
@@ -294,33 +292,6 @@ def test_posted_webhook_messages_are_forgotten_by_when_without_reading_the_outbo
     nodes = _planned_under_tempting_statistics(postgres, [POSTED], statement, parameters)
     reads = [(n["Node Type"], n.get("Index Name")) for n in nodes if n.get("Relation Name")]
     assert reads and all(index == "ix_webhook_message_posted" for _, index in reads), reads
-
-
-SENT = """
-INSERT INTO delivery (enrollment_id, kind, version_id, position, message_id, status, attempts,
-                      created_at, sent_at)
-SELECT e.id, 'lesson', e.version_id, p, '<sent.' || e.id || '.' || p || '@homeward.test>',
-       'sent', 1, TIMESTAMPTZ '2026-01-01', TIMESTAMPTZ '2026-01-01'
-FROM enrollment AS e, generate_series(1, 3) AS p
-"""
-
-
-def test_a_small_courses_dashboard_finds_its_lessons_sent_without_reading_every_email(
-    postgres, settings, clock, mini_course
-):
-    """Beside a course with 60,000 lessons sent, one that has sent none yet: its dashboard's
-    sample of recent lessons was looked for among every email, newest first, and read them all
-    (seconds a view at ten million)."""
-    with session_scope(postgres) as session:
-        publish(session, load_sequence(FIXTURES / "planning-course"), clock)
-    statement, parameters = _sent_by(
-        postgres, lambda: dashboard(postgres, "planning-course", now=clock.now()), "sent_at"
-    )
-    nodes = _planned_under_tempting_statistics(
-        postgres, [READERS, ENROLLMENTS.format(due=0), SENT], statement, parameters
-    )
-    reads = [(n["Node Type"], n.get("Index Name")) for n in nodes if n.get("Relation Name")]
-    assert reads and all(index == "ix_delivery_sent_per_version" for _, index in reads), reads
 
 
 def test_the_webhooks_page_counts_what_waits_without_reading_what_was_posted(postgres):

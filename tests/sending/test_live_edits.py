@@ -301,7 +301,7 @@ def test_the_dashboard_times_the_lessons_sent_last_across_every_version(
     settings, clock, smtp, deliver, live_course, tmp_path, monkeypatch
 ):
     """How late lessons go out is read from the course's lessons sent last, whichever version
-    each went out on (each version's are found apart, then merged)."""
+    each went out on."""
     monkeypatch.setattr(stats, "LAG_WINDOW", 2)
     ahead = reading(settings, clock, deliver, smtp, "ahead@example.org")
     one_day(clock, deliver)

@@ -91,7 +91,7 @@ def connect(app: Any, smtp: Any, url: str, events: list[str]) -> str:
         "/staff/webhooks",
         data={"csrf": csrf(page.text), "url": url, **{f"event:{e}": "1" for e in events}},
     )
-    found = re.search(r'<code id="new-secret">(whsec_[^<]+)</code>', done.text)
+    found = re.search(r'<code id="new-secret"[^>]*>(whsec_[^<]+)</code>', done.text)
     assert done.status_code == 200 and found, done.text
     return found.group(1)
 

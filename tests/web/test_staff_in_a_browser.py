@@ -426,3 +426,81 @@ def test_staff_help_a_reader_and_read_the_dashboard_by_keyboard(
     page.set_viewport_size({"width": 375, "height": 667})  # a counsellor's phone
     assert axe_violations(page) == []
     page.context.close()
+
+
+# A page that fits the screen: nothing wider than the window, so no sideways scrolling of the
+# whole page (WCAG 1.4.10); a data table may scroll in its own focusable box.
+OVERFLOW = """() => ({page: document.documentElement.scrollWidth, window: window.innerWidth,
+  wider: [...document.querySelectorAll('main *')]
+    .filter(e => !e.closest('.scroll') && e.getBoundingClientRect().right > window.innerWidth + 1)
+    .map(e => e.tagName + (e.id ? '#' + e.id : '')).slice(0, 5)})"""
+
+
+def fits_the_screen(page: Any) -> None:
+    found = page.evaluate(OVERFLOW)
+    assert found["page"] <= found["window"] and not found["wider"], (page.url, found)
+
+
+def test_an_admin_connects_a_system_on_a_phone_and_copies_its_secret(browser, site, smtp):
+    """The Webhooks page on a counsellor's phone: a long address and the signing secret fit
+    the screen, the table of endpoints scrolls in its own box, and every control is reachable
+    by keyboard."""
+    page = new_tab(browser)
+    page.set_viewport_size({"width": 375, "height": 667})
+    sign_in(page, site, smtp, REVIEWER)
+    tab_to(page, "header a:text('Webhooks')")
+    press(page)
+    assert check_page(page) == "Webhooks"
+    fits_the_screen(page)
+    address = "https://crm.example-treatment-centre.org/hooks/homeward/readers-and-lessons"
+    type_into(page, "#url", address)
+    tab_to(page, "input[name='event:enrolled']")
+    page.keyboard.press("Space")
+    tab_to(page, "button:text('Connect')")
+    press(page)
+    assert check_page(page) == "Webhooks"
+    secret = page.inner_text("#new-secret").strip()
+    assert secret.startswith("whsec_") and len(secret) > 30
+    fits_the_screen(page)  # the secret wraps: all of it can be read and copied
+    assert address in page.inner_text("table")
+    tab_to(page, f"button[aria-label='Pause {address}']")
+    press(page)
+    assert check_page(page) == "Webhooks"
+    assert "Paused" in page.inner_text("table") and page.locator("#new-secret").count() == 0
+    fits_the_screen(page)
+    page.context.close()
+
+
+def test_every_staff_page_fits_a_phone(site, browser, smtp, settings, clock, deliver):
+    """A counsellor on a phone reads every staff page without scrolling the page sideways:
+    wide tables scroll in their own box, and axe finds nothing at that width either."""
+    from sqlmodel import select
+
+    from course.db import engine_for, session_scope
+    from course.models import Subscriber
+    from tests.support import signup
+
+    signup(settings, clock, deliver, smtp, READER, first_name="Rosa")
+    with session_scope(engine_for(settings.database_url)) as session:
+        reader = session.exec(select(Subscriber).where(Subscriber.email == READER)).one().id
+    page = new_tab(browser)
+    page.set_viewport_size({"width": 375, "height": 667})
+    sign_in(page, site, smtp, REVIEWER)
+    course = "/staff/courses/mini-course"
+    for path in (
+        *("/staff", course, f"{course}/dashboard", "/staff/courses/new", "/staff/import"),
+        *("/staff/readers", f"/staff/readers/{reader}", "/staff/enroll", "/staff/offer"),
+        *("/staff/people", "/staff/audit", "/staff/webhooks"),
+    ):
+        page.goto(site.url + path)
+        check_page(page)
+        fits_the_screen(page)
+    page.goto(site.url + course)
+    tab_to(page, "button:text('Edit this course')")
+    press(page)
+    assert check_page(page).startswith("Draft: ")
+    fits_the_screen(page)
+    page.click("table a >> nth=0")  # the first lesson, in the editor
+    check_page(page)
+    fits_the_screen(page)
+    page.context.close()

@@ -33,6 +33,20 @@ WCAG_22_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 PHONE = {"width": 375, "height": 667}
 
 
+# What is wider than the window, outside a box that scrolls on its own (a data table's): the
+# page then scrolls sideways, which a reader on a phone must never need (WCAG 1.4.10).
+_WIDER = """() => ({page: document.documentElement.scrollWidth, window: window.innerWidth,
+  wider: [...document.querySelectorAll('body *')]
+    .filter(e => !e.closest('.scroll') && e.getBoundingClientRect().right > window.innerWidth + 1)
+    .map(e => e.tagName + (e.id ? '#' + e.id : '')).slice(0, 5)})"""
+
+
+def fits_the_screen(page: Any) -> None:
+    """Nothing on the page is wider than the window, so the page never scrolls sideways."""
+    found = page.evaluate(_WIDER)
+    assert found["page"] <= found["window"] and not found["wider"], (page.url, found)
+
+
 def _missing(reason: str) -> None:
     if os.environ.get("COURSE_TEST_REQUIRE_BROWSER") == "1":
         pytest.fail(f"a browser is required (COURSE_TEST_REQUIRE_BROWSER=1): {reason}")

@@ -1,6 +1,7 @@
 """Every public page in a real browser, on a phone-sized screen: what a frightened reader meets
-from sign-up to erasing their data, with axe-core finding no WCAG 2.2 AA violation anywhere, each
-page's title matching its heading, and no request answered with an error along the way."""
+from sign-up to erasing their data, with axe-core finding no WCAG 2.2 AA violation anywhere,
+nothing wider than the phone (every email too), each page's title matching its heading, and no
+request answered with an error along the way."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support import confirm_link, data_link, stage_token, unsubscribe_link
-from tests.web.browser import PHONE, LiveServer, axe_violations
+from tests.web.browser import PHONE, LiveServer, axe_violations, fits_the_screen
 
 
 @pytest.fixture
@@ -36,9 +37,10 @@ def phone(browser, site) -> Any:  # noqa: F811
 
 
 def check_page(page: Any, expect_status_errors: int = 0) -> str:
-    """axe finds nothing; the title is the heading; no request failed (one, when the page
-    itself is an error page). Returns the heading."""
+    """axe finds nothing; nothing is wider than the phone; the title is the heading; no request
+    failed (one, when the page itself is an error page). Returns the heading."""
     assert axe_violations(page) == [], page.url
+    fits_the_screen(page)
     heading: str = page.inner_text("h1").strip()
     assert page.title() == f"{heading} — Homeward", page.url
     assert len(page.failed) == expect_status_errors, page.failed
@@ -51,6 +53,7 @@ def check_email(page: Any, message: Any) -> None:
     html_part = message.get_body(preferencelist=("html",)).get_content()
     page.set_content(html_part)
     assert axe_violations(page) == [], message["Subject"]
+    fits_the_screen(page)
     for link in page.locator('a[href^="tel:"]').all():
         assert link.evaluate("a => getComputedStyle(a).whiteSpace") == "nowrap"
 

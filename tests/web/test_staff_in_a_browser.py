@@ -19,7 +19,7 @@ import pytest
 
 from tests.staff.support import add_staff, sign_in_link
 from tests.support import confirm_link, lessons_to, wait_for
-from tests.web.browser import LiveServer, axe_violations
+from tests.web.browser import LiveServer, axe_violations, fits_the_screen
 
 EDITOR, REVIEWER, READER = "ed@centre.org", "rita@centre.org", "reader@example.org"
 # Staff write at a desk: wide enough for the editor and its preview side by side.
@@ -426,19 +426,6 @@ def test_staff_help_a_reader_and_read_the_dashboard_by_keyboard(
     page.set_viewport_size({"width": 375, "height": 667})  # a counsellor's phone
     assert axe_violations(page) == []
     page.context.close()
-
-
-# A page that fits the screen: nothing wider than the window, so no sideways scrolling of the
-# whole page (WCAG 1.4.10); a data table may scroll in its own focusable box.
-OVERFLOW = """() => ({page: document.documentElement.scrollWidth, window: window.innerWidth,
-  wider: [...document.querySelectorAll('main *')]
-    .filter(e => !e.closest('.scroll') && e.getBoundingClientRect().right > window.innerWidth + 1)
-    .map(e => e.tagName + (e.id ? '#' + e.id : '')).slice(0, 5)})"""
-
-
-def fits_the_screen(page: Any) -> None:
-    found = page.evaluate(OVERFLOW)
-    assert found["page"] <= found["window"] and not found["wider"], (page.url, found)
 
 
 def test_an_admin_connects_a_system_on_a_phone_and_copies_its_secret(browser, site, smtp):

@@ -35,9 +35,11 @@ PHONE = {"width": 375, "height": 667}
 
 # What is wider than the window, outside a box that scrolls on its own (a data table's): the
 # page then scrolls sideways, which a reader on a phone must never need (WCAG 1.4.10).
-_WIDER = """() => ({page: document.documentElement.scrollWidth, window: window.innerWidth,
+_WIDER = """() => ({page: document.documentElement.scrollWidth,
+  window: document.documentElement.clientWidth,
   wider: [...document.querySelectorAll('body *')]
-    .filter(e => !e.closest('.scroll') && e.getBoundingClientRect().right > window.innerWidth + 1)
+    .filter(e => !e.closest('.scroll')
+      && e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
     .map(e => e.tagName + (e.id ? '#' + e.id : '')).slice(0, 5)})"""
 
 

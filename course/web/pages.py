@@ -3,6 +3,7 @@ own words."""
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,16 @@ from course.web import i18n
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 # `{% filter phones %}` around a page's own words makes every phone number tap-to-call.
 TEMPLATES.env.filters["phones"] = lambda html: Markup(link_phones(str(html)))
+
+
+def policy(nonce: str) -> str:
+    """The Content-Security-Policy of a reader's page: nothing loaded from elsewhere, only the
+    page's own scripts (named by a nonce made for this answer), and never inside another
+    site's frame, where a one-click button (unsubscribe, erase) could be laid under a lure."""
+    return (
+        f"default-src 'self'; script-src 'nonce-{nonce}'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
 
 
 def wants_json(request: Request) -> bool:
@@ -47,7 +58,8 @@ def page(
     settings: Settings = request.app.state.settings
     lang = page_locale(request, locale)
     other = "es" if lang == "en" else "en"
-    return TEMPLATES.TemplateResponse(
+    nonce = secrets.token_urlsafe(16)
+    answer = TEMPLATES.TemplateResponse(
         request,
         name,
         {
@@ -57,10 +69,13 @@ def page(
             # After a POST, the same address would answer a GET differently (or not at all, as
             # /enroll), so the switch leads to the sign-up page instead.
             "switch_url": f"{request.url.path if request.method == 'GET' else '/'}?lang={other}",
+            "csp_nonce": nonce,
             **context,
         },
         status_code=status,
     )
+    answer.headers["Content-Security-Policy"] = policy(nonce)
+    return answer
 
 
 def say(request: Request, exc: CourseError, locale: str | None = None) -> str:

@@ -29,26 +29,56 @@ def site(settings, clock, family_guides, queued) -> Any:
 
 @pytest.fixture
 def phone(browser, site) -> Any:  # noqa: F811
-    context = browser.new_context(viewport=PHONE, locale="en-US", is_mobile=True, has_touch=True)
+    # A reader in Denver: not the list's first time zone, so the page's own script must pick it.
+    context = browser.new_context(
+        viewport=PHONE,
+        locale="en-US",
+        timezone_id="America/Denver",
+        is_mobile=True,
+        has_touch=True,
+    )
     page = context.new_page()
     page.failed = []  # every answer of 400 or more the page received, with its address
+    page.policies = []  # the Content-Security-Policy of every page shown
+    page.errors = []  # what the browser logged as an error (a script the policy refused, say)
+
+    def answered(response: Any) -> None:
+        if response.status >= 400:
+            page.failed.append(f"{response.status} {response.url}")
+        # A redirect has nothing to show, so no policy to carry; the page it leads to has one.
+        if response.request.resource_type == "document" and not 300 <= response.status < 400:
+            page.policies.append(response.headers.get("content-security-policy"))
+
+    page.on("response", answered)
     page.on(
-        "response",
-        lambda r: page.failed.append(f"{r.status} {r.url}") if r.status >= 400 else None,
+        "console",
+        lambda m: (
+            page.errors.append(m.text)
+            if m.type == "error" and not m.text.startswith("Failed to load resource")
+            else None
+        ),
     )
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
     yield page
     context.close()
 
 
 def check_page(page: Any, expect_status_errors: int = 0) -> str:
     """axe finds nothing; nothing is wider than the phone; the title is the heading; no request
-    failed (one, when the page itself is an error page). Returns the heading."""
+    failed (one, when the page itself is an error page); the page came with its policy (no
+    framing, scripts only by nonce) and the browser refused nothing. Returns the heading."""
     assert axe_violations(page) == [], page.url
     fits_the_screen(page)
     heading: str = page.inner_text("h1").strip()
     assert page.title() == f"{heading} — Homeward", page.url
     assert len(page.failed) == expect_status_errors, page.failed
+    assert page.policies, "the page was loaded"
+    for policy in page.policies:
+        assert policy and "frame-ancestors 'none'" in policy, page.url
+        assert "script-src 'nonce-" in policy and "unsafe-inline" not in policy.split(";")[1]
+    assert page.errors == [], page.errors
     page.failed.clear()
+    page.policies.clear()
     return heading
 
 
@@ -67,6 +97,8 @@ def test_a_reader_from_sign_up_to_erasing_their_data(site, phone, smtp, deliver,
     page.goto(site.url + "/")
     assert check_page(page).startswith("You are not alone")
     assert page.locator('a[href="tel:911"]').count() >= 1
+    # The page's script, allowed by its nonce, chose the phone's own time zone.
+    assert page.input_value("#time_zone") == "America/Denver"
 
     # A mistake in the address: the summary at the top gets the focus, and names the field.
     page.fill("#email", "not-an-address")

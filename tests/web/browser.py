@@ -49,6 +49,22 @@ def fits_the_screen(page: Any) -> None:
     assert found["page"] <= found["window"] and not found["wider"], (page.url, found)
 
 
+def record_errors(page: Any) -> None:
+    """Collect in `page.errors` what the browser logs as an error (a resource a policy refused,
+    say) and every uncaught script error. "Failed to load resource" only repeats an answer of
+    400 or more, which the tests count themselves."""
+    page.errors = []
+    page.on(
+        "console",
+        lambda m: (
+            page.errors.append(m.text)
+            if m.type == "error" and not m.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+
+
 def _missing(reason: str) -> None:
     if os.environ.get("COURSE_TEST_REQUIRE_BROWSER") == "1":
         pytest.fail(f"a browser is required (COURSE_TEST_REQUIRE_BROWSER=1): {reason}")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support import confirm_link, data_link, stage_token, unsubscribe_link
-from tests.web.browser import PHONE, LiveServer, axe_violations, fits_the_screen
+from tests.web.browser import PHONE, LiveServer, axe_violations, fits_the_screen, record_errors
 
 # An address as long as some are, with no hyphen or dot late enough to break at: it must still
 # fit the phone wherever a page or an email shows it.
@@ -40,7 +40,6 @@ def phone(browser, site) -> Any:  # noqa: F811
     page = context.new_page()
     page.failed = []  # every answer of 400 or more the page received, with its address
     page.policies = []  # the Content-Security-Policy of every page shown
-    page.errors = []  # what the browser logged as an error (a script the policy refused, say)
 
     def answered(response: Any) -> None:
         if response.status >= 400:
@@ -50,15 +49,7 @@ def phone(browser, site) -> Any:  # noqa: F811
             page.policies.append(response.headers.get("content-security-policy"))
 
     page.on("response", answered)
-    page.on(
-        "console",
-        lambda m: (
-            page.errors.append(m.text)
-            if m.type == "error" and not m.text.startswith("Failed to load resource")
-            else None
-        ),
-    )
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    record_errors(page)
     yield page
     context.close()
 

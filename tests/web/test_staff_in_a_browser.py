@@ -19,7 +19,7 @@ import pytest
 
 from tests.staff.support import add_staff, sign_in_link
 from tests.support import confirm_link, lessons_to, wait_for
-from tests.web.browser import LiveServer, axe_violations, fits_the_screen
+from tests.web.browser import LiveServer, axe_violations, fits_the_screen, record_errors
 
 EDITOR, REVIEWER, READER = "ed@centre.org", "rita@centre.org", "reader@example.org"
 # The narrowest screen WCAG 1.4.10 asks a page to fit, and addresses long enough to need it.
@@ -60,7 +60,6 @@ def new_tab(browser: Any, **options: Any) -> Any:  # noqa: F811
     context.set_default_timeout(WAIT_MS)
     page = context.new_page()
     page.failed = []  # answers of 400 or more, with their address
-    page.errors = []  # what the browser logged as an error, and uncaught script errors
     page.documents = []  # (address, its Content-Security-Policy) of every staff page and frame
 
     def answered(response: Any) -> None:
@@ -72,16 +71,7 @@ def new_tab(browser: Any, **options: Any) -> Any:  # noqa: F811
             page.documents.append((response.url, response.headers.get("content-security-policy")))
 
     page.on("response", answered)
-    # "Failed to load resource" repeats an answer of 400 or more, which page.failed counts.
-    page.on(
-        "console",
-        lambda m: (
-            page.errors.append(m.text)
-            if m.type == "error" and not m.text.startswith("Failed to load resource")
-            else None
-        ),
-    )
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    record_errors(page)
     return page
 
 

@@ -46,6 +46,13 @@ def test_signup_page_explains_what_happens_and_works_without_javascript(client):
     assert 'href="tel:911"' in html and 'href="tel:+18006624357"' in html  # one tap on a phone
 
 
+def test_a_short_course_is_described_as_about_a_week_in_both_languages(client):
+    # The mini course's three lessons span a few days: "about 1 weeks" read as a mistake.
+    english, spanish = client.get("/?lang=en").text, client.get("/?lang=es").text
+    assert "3 short lessons by email, one every few days, over about a week." in english
+    assert "durante más o menos una semana" in spanish and "1 semanas" not in spanish
+
+
 def test_form_enrollment_shows_check_your_email_and_sends_a_confirmation(
     client, settings, smtp, deliver
 ):

@@ -24,7 +24,7 @@ from course.cli.embedded_redis import EmbeddedRedis, free_port
 from course.clock import ManualClock
 from course.db import engine_for, session_scope, upgrade
 from course.settings import PROJECT_ROOT, Settings
-from tests.support import FIXTURES, SmtpSink, truncate
+from tests.support import FIXTURES, SmtpSink, due_queue_drift, truncate
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 # Two runs at once (CI on a clone, and a developer) each take their own db number.
@@ -135,7 +135,9 @@ def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
         url = request.getfixturevalue("_sqlite_url")
     truncate(url)
     yield url
+    drift = due_queue_drift(url)
     truncate(url)
+    assert not drift, "the due queue drifted from the readers' due times:\n" + "\n".join(drift[:20])
 
 
 @pytest.fixture

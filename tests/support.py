@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
-from sqlmodel import SQLModel, select
+from sqlmodel import SQLModel, col, select
 
 from course.clock import Clock
 from course.db import engine_for, session_scope
-from course.models import Enrollment
+from course.models import Enrollment, EnrollmentDue, EnrollmentStatus
 from course.readers.confirm import confirm
 from course.readers.links import linked_enrollment
 from course.readers.signup import EnrollRequest, enroll
@@ -148,6 +148,29 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(0.05)
     pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def due_queue_drift(url: str) -> list[str]:
+    """Where the due queue (enrollment_due, kept by triggers) differs from the readers it copies:
+    every active enrollment with a due time, at that time, and nothing else. Checked after
+    every test that used a database, so each way a test moves a reader checks the triggers."""
+    with engine_for(url).connect() as conn:
+        expected = {
+            (i, str(at))
+            for i, at in conn.execute(
+                select(Enrollment.id, Enrollment.next_due_at).where(
+                    col(Enrollment.status) == EnrollmentStatus.ACTIVE,
+                    col(Enrollment.next_due_at).is_not(None),
+                )
+            )
+        }
+        queued = {
+            (i, str(at))
+            for i, at in conn.execute(select(EnrollmentDue.enrollment_id, EnrollmentDue.due_at))
+        }
+    return [f"missing from the queue: {row}" for row in sorted(expected - queued)] + [
+        f"queued but not due: {row}" for row in sorted(queued - expected)
+    ]
 
 
 def truncate(url: str) -> None:

@@ -175,7 +175,7 @@ def test_the_backlog_query_reads_only_indexes(settings, clock):
             conn.exec_driver_sql("SET enable_seqscan = off")
             plan = " ".join(row[0] for row in conn.execute(text(f"EXPLAIN {compiled}")))
             conn.exec_driver_sql("RESET enable_seqscan")
-        assert "ix_enrollment_due" in plan, plan
+        assert "ix_enrollment_due_at" in plan, plan
         assert "ix_delivery_pending" in plan, plan
 
 

@@ -124,6 +124,11 @@ def test_the_claim_finds_the_enrollments_it_updates_by_primary_key(
     assert [n.get("Index Name") for n in _update_scans(nodes, "enrollment")] == [
         "enrollment_pkey"
     ], scans
+    # The oldest due are read from the front of the due queue's index, not the whole queue.
+    queue = [n for n in nodes if n.get("Relation Name") == "enrollment_due"]
+    assert [(n["Node Type"], n.get("Index Name")) for n in queue] == [
+        ("Index Scan", "ix_enrollment_due_at")
+    ], scans
 
 
 # Every {every}th delivery pending, its lease until {lease}; the others sent (no lease).

@@ -1,0 +1,146 @@
+"""The due queue (enrollment_due) across an upgrade: readers due under the previous release get
+their lesson after it, and a downgrade and a second upgrade leave the queue kept as before.
+
+Every other test checks the queue against the readers when it ends (tests/conftest.py): these
+check the migration that builds it from a database in use.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from alembic import command
+from sqlalchemy import bindparam, create_engine, select, text
+from sqlmodel import col
+
+from course.authoring import load_sequence, publish
+from course.clock import ManualClock
+from course.db import alembic_config, engine_for, session_scope, upgrade
+from course.models import Delivery, DeliveryKind, Enrollment, Subscriber
+from course.sending import tick
+from course.settings import Settings
+from tests.conftest import PG_ADMIN_URL
+from tests.support import FIXTURES, active_readers, due_queue_drift
+
+BEFORE = "0013"
+
+
+@pytest.fixture
+def private_url(db_url: str, tmp_path) -> Iterator[str]:
+    """An empty database of the same kind as `db_url`, this test's alone (it migrates it down
+    and up, which the shared one must never see)."""
+    if db_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'queue.db'}"
+        return
+    name = f"homeward_test_queue_{os.getpid()}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    try:
+        yield url
+    finally:
+        engine_for(url).dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _claimed_readers(url: str, settings: Settings, clock: ManualClock, seen: set[int]) -> list[str]:
+    """The addresses whose lesson the tick claims now (not those it hands out again: nothing
+    sends them here, so their leases run out)."""
+    ids = {i for batch in tick(engine_for(url), settings, clock) for i in batch} - seen
+    seen |= ids
+    with engine_for(url).connect() as conn:
+        return list(
+            conn.execute(
+                select(Subscriber.email)
+                .join(Enrollment, col(Enrollment.subscriber_id) == col(Subscriber.id))
+                .join(Delivery, col(Delivery.enrollment_id) == col(Enrollment.id))
+                .where(col(Delivery.id).in_(ids), col(Delivery.kind) == DeliveryKind.LESSON)
+                .order_by(col(Subscriber.email))
+            ).scalars()
+        )
+
+
+def test_readers_due_before_the_upgrade_get_their_lesson_after_it(private_url, settings, clock):
+    settings = settings.model_copy(update={"database_url": private_url})
+    upgrade(private_url)
+    with session_scope(engine_for(private_url)) as session:
+        publish(session, load_sequence(FIXTURES / "mini-course"), clock)
+    first, later, gone = active_readers(settings, clock, 3)
+
+    # The previous release's schema, and what it did to readers: no queue to keep.
+    command.downgrade(alembic_config(private_url), BEFORE)
+    engine_for(private_url).dispose()
+    tomorrow = clock.now() + timedelta(days=1)
+    with engine_for(private_url).begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE enrollment SET next_due_at = :at WHERE subscriber_id ="
+                " (SELECT id FROM subscriber WHERE email = :email)"
+            ),
+            {"at": tomorrow, "email": later},
+        )
+        conn.execute(
+            text(
+                "UPDATE enrollment SET status = 'unsubscribed', next_due_at = NULL"
+                " WHERE subscriber_id = (SELECT id FROM subscriber WHERE email = :email)"
+            ),
+            {"email": gone},
+        )
+    engine_for(private_url).dispose()
+
+    upgrade(private_url)
+    assert due_queue_drift(private_url) == []
+    seen: set[int] = set()
+    clock.advance(minutes=1)
+    assert _claimed_readers(private_url, settings, clock, seen) == [first]
+    clock.advance(days=1)
+    assert _claimed_readers(private_url, settings, clock, seen) == [later]
+    # Nothing left for the one who left, and the queue is still kept as readers move on.
+    clock.advance(days=30)
+    assert _claimed_readers(private_url, settings, clock, seen) == []
+    assert due_queue_drift(private_url) == []
+
+
+def test_a_claim_takes_the_next_due_readers_past_those_locked_elsewhere(
+    settings, clock, mini_course
+):
+    """A reader saving a preference, or a large publish, holds enrollment rows while the tick
+    runs. The claim skips them and takes the next due readers, as many as its batch, instead
+    of coming back with nothing while the oldest are held."""
+    engine = engine_for(settings.database_url)
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: no row is locked apart from the others")
+    readers = active_readers(settings, clock, 4)
+    with engine.begin() as conn:
+        # Due an hour, two hours ... apart, the first the oldest.
+        for hours, email in enumerate(readers):
+            conn.execute(
+                text(
+                    "UPDATE enrollment SET next_due_at = :at WHERE subscriber_id ="
+                    " (SELECT id FROM subscriber WHERE email = :email)"
+                ),
+                {"at": clock.now() - timedelta(hours=len(readers) - hours), "email": email},
+            )
+    settings.claim_batch = 2
+    held = engine.connect()
+    try:
+        held.execute(
+            text(
+                "SELECT e.id FROM enrollment e JOIN subscriber s ON s.id = e.subscriber_id"
+                " WHERE s.email IN :emails FOR UPDATE OF e"
+            ).bindparams(bindparam("emails", expanding=True)),
+            {"emails": readers[:2]},
+        )
+        seen: set[int] = set()
+        assert _claimed_readers(settings.database_url, settings, clock, seen) == readers[2:]
+        held.rollback()
+        assert _claimed_readers(settings.database_url, settings, clock, seen) == readers[:2]
+    finally:
+        held.close()

@@ -58,7 +58,7 @@ def _claimed_readers(url: str, settings: Settings, clock: ManualClock, seen: set
     with engine_for(url).connect() as conn:
         return list(
             conn.execute(
-                select(Subscriber.email)
+                select(col(Subscriber.email))
                 .join(Enrollment, col(Enrollment.subscriber_id) == col(Subscriber.id))
                 .join(Delivery, col(Delivery.enrollment_id) == col(Enrollment.id))
                 .where(col(Delivery.id).in_(ids), col(Delivery.kind) == DeliveryKind.LESSON)

@@ -34,11 +34,12 @@ PHONE = {"width": 375, "height": 667}
 
 
 # What is wider than the window, outside a box that scrolls on its own (a data table's): the
-# page then scrolls sideways, which a reader on a phone must never need (WCAG 1.4.10).
+# page then scrolls sideways, which a reader on a phone must never need (WCAG 1.4.10). A table's
+# caption, which says what the table is, must be read without scrolling its box.
 _WIDER = """() => ({page: document.documentElement.scrollWidth,
   window: document.documentElement.clientWidth,
   wider: [...document.querySelectorAll('body *')]
-    .filter(e => !e.closest('.scroll')
+    .filter(e => (!e.closest('.scroll') || e.tagName === 'CAPTION')
       && e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
     .map(e => e.tagName + (e.id ? '#' + e.id : '')).slice(0, 5)})"""
 

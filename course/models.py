@@ -175,8 +175,8 @@ class Enrollment(SQLModel, table=True):
         # Courses that ended since the last webhook sweep (course.outbound); only ended ones.
         Index("ix_enrollment_ended", "ended_at", **_only_where("ended_at IS NOT NULL")),
         # Readers waiting to be planned again (course.readers.preferences.replan_waiting), which
-        # every tick looks for among the lessons in flight: those have no entry in the due
-        # index, so without this one each tick would read the whole table.
+        # every tick looks for among the lessons in flight: those are not in the due queue
+        # (EnrollmentDue), so without this index each tick would read the whole table.
         Index("ix_enrollment_replan", "id", **_only_where("replan", sqlite="replan = 1")),
         NO_REUSE,
     )

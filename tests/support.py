@@ -10,7 +10,7 @@ import html as html_lib
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, literal, union_all
 from sqlmodel import SQLModel, col, select
 
 from course.clock import Clock
@@ -154,20 +154,16 @@ def due_queue_drift(url: str) -> list[str]:
     """Where the due queue (enrollment_due, kept by triggers) differs from the readers it copies:
     every active enrollment with a due time, at that time, and nothing else. Checked after
     every test that used a database, so each way a test moves a reader checks the triggers."""
+    readers = select(literal("reader"), col(Enrollment.id), col(Enrollment.next_due_at)).where(
+        col(Enrollment.status) == EnrollmentStatus.ACTIVE,
+        col(Enrollment.next_due_at).is_not(None),
+    )
+    queue = select(literal("queue"), col(EnrollmentDue.enrollment_id), col(EnrollmentDue.due_at))
     with engine_for(url).connect() as conn:
-        expected = {
-            (i, str(at))
-            for i, at in conn.execute(
-                select(Enrollment.id, Enrollment.next_due_at).where(
-                    col(Enrollment.status) == EnrollmentStatus.ACTIVE,
-                    col(Enrollment.next_due_at).is_not(None),
-                )
-            )
-        }
-        queued = {
-            (i, str(at))
-            for i, at in conn.execute(select(EnrollmentDue.enrollment_id, EnrollmentDue.due_at))
-        }
+        # One statement, one snapshot: both sides as of the same moment.
+        rows: Sequence[Any] = conn.execute(union_all(readers, queue)).all()
+    expected = {(i, str(at)) for side, i, at in rows if side == "reader"}
+    queued = {(i, str(at)) for side, i, at in rows if side == "queue"}
     return [f"missing from the queue: {row}" for row in sorted(expected - queued)] + [
         f"queued but not due: {row}" for row in sorted(queued - expected)
     ]

@@ -128,14 +128,19 @@ def _claim_statements(on_sqlite: bool, domain: str) -> tuple[Update, Insert]:
     one statement; on SQLite from the claimed ids, as JSON in :ids). Built once: building them
     took a tenth of the tick's time. Parameters: now, candidates, batch, lease_until (and ids).
     """
-    # Twice as many as are taken: those locked elsewhere (a reader changing a preference, a
-    # large publish, another tick) are skipped and the next ones taken instead.
+    # Twice as many as are taken, and on PostgreSQL none that another transaction holds: a
+    # reader whose row is being written (a large publish moving every reader of a course,
+    # another tick's claim) has their place in the queue held too, by the trigger. So the
+    # claim never stops at a front of the queue others hold. It waits for no lock at all:
+    # what it deletes from the queue below it has locked here.
     oldest_due = (
         select(col(EnrollmentDue.enrollment_id))
         .where(col(EnrollmentDue.due_at) <= _NOW)
         .order_by(col(EnrollmentDue.due_at))
         .limit(bindparam("candidates", type_=Integer))
     )
+    if not on_sqlite:
+        oldest_due = oldest_due.with_for_update(skip_locked=True)
     # The enrollment rows are locked (not the queue's), then read again as they are now: a
     # reader changing a preference locks the enrollment first and the queue second (the
     # trigger), and so does this claim. A row that another tick claimed, or that is no longer

@@ -1,5 +1,6 @@
 """The due queue (enrollment_due) across an upgrade: readers due under the previous release get
-their lesson after it, and a downgrade and a second upgrade leave the queue kept as before.
+their lesson after it, also after a downgrade and an upgrade again; and the claim past readers
+held by another transaction.
 
 Every other test checks the queue against the readers when it ends (tests/conftest.py): these
 check the migration that builds it from a database in use.
@@ -108,16 +109,31 @@ def test_readers_due_before_the_upgrade_get_their_lesson_after_it(private_url, s
     assert due_queue_drift(private_url) == []
 
 
-def test_a_claim_takes_the_next_due_readers_past_those_locked_elsewhere(
-    settings, clock, mini_course
+# Another transaction holds the oldest due readers: a reader saving a preference locks their
+# row; a publish moving every reader of a course writes each of them.
+SAVING = "SELECT e.id FROM enrollment e JOIN subscriber s ON s.id = e.subscriber_id" + (
+    " WHERE s.email IN :emails FOR UPDATE OF e"
+)
+PUBLISHING = "UPDATE enrollment SET pace_days = pace_days WHERE subscriber_id IN" + (
+    " (SELECT id FROM subscriber WHERE email IN :emails)"
+)
+
+
+@pytest.mark.parametrize(
+    ("holding", "held"),
+    [(SAVING, 2), (PUBLISHING, 4)],
+    ids=["a preference being saved", "a publish moving readers"],
+)
+def test_a_claim_takes_the_next_due_readers_past_those_held_elsewhere(
+    settings, clock, mini_course, holding, held
 ):
-    """A reader saving a preference, or a large publish, holds enrollment rows while the tick
-    runs. The claim skips them and takes the next due readers, as many as its batch, instead
-    of coming back with nothing while the oldest are held."""
+    """The claim skips readers another transaction holds and takes the next due ones, as many
+    as its batch, instead of coming back with nothing while the oldest are held (and, with
+    them, the beat's every tick)."""
     engine = engine_for(settings.database_url)
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite has one writer at a time: no row is locked apart from the others")
-    readers = active_readers(settings, clock, 4)
+    readers = active_readers(settings, clock, held + 2)
     with engine.begin() as conn:
         # Due an hour, two hours ... apart, the first the oldest.
         for hours, email in enumerate(readers):
@@ -129,18 +145,15 @@ def test_a_claim_takes_the_next_due_readers_past_those_locked_elsewhere(
                 {"at": clock.now() - timedelta(hours=len(readers) - hours), "email": email},
             )
     settings.claim_batch = 2
-    held = engine.connect()
+    holder = engine.connect()
     try:
-        held.execute(
-            text(
-                "SELECT e.id FROM enrollment e JOIN subscriber s ON s.id = e.subscriber_id"
-                " WHERE s.email IN :emails FOR UPDATE OF e"
-            ).bindparams(bindparam("emails", expanding=True)),
-            {"emails": readers[:2]},
+        holder.execute(
+            text(holding).bindparams(bindparam("emails", expanding=True)),
+            {"emails": readers[:held]},
         )
         seen: set[int] = set()
-        assert _claimed_readers(settings.database_url, settings, clock, seen) == readers[2:]
-        held.rollback()
-        assert _claimed_readers(settings.database_url, settings, clock, seen) == readers[:2]
+        assert _claimed_readers(settings.database_url, settings, clock, seen) == readers[held:]
+        holder.rollback()
+        assert _claimed_readers(settings.database_url, settings, clock, seen) == readers[:held]
     finally:
-        held.close()
+        holder.close()

@@ -68,14 +68,18 @@ def _planned_under_tempting_statistics(
         try:
             for step in fill:
                 conn.execute(text(step), {"rows": ROWS})
-            conn.exec_driver_sql("ANALYZE subscriber, enrollment, delivery, webhook_message")
+            conn.exec_driver_sql(
+                "ANALYZE subscriber, enrollment, enrollment_due, delivery, webhook_message"
+            )
             if since:
                 conn.execute(text(since))
             return _plan(conn, statement, parameters)
         finally:
             conn.rollback()
             # ANALYZE wrote the row counts in place (they outlive the rollback): count again.
-            conn.exec_driver_sql("ANALYZE subscriber, enrollment, delivery, webhook_message")
+            conn.exec_driver_sql(
+                "ANALYZE subscriber, enrollment, enrollment_due, delivery, webhook_message"
+            )
             conn.commit()
 
 

@@ -91,6 +91,11 @@ def _on_enrollment() -> str:
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name != "sqlite":
+        # Services may be running: no reader may move between the copy below and the triggers
+        # taking over, or their lesson would never be queued. Writers wait until this commits.
+        # (SQLite: the migration holds the one write lock throughout.)
+        op.execute("LOCK TABLE enrollment IN SHARE ROW EXCLUSIVE MODE")
     op.create_table(
         "enrollment_due",
         sa.Column("enrollment_id", sa.Integer(), nullable=False),

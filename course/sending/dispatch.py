@@ -141,10 +141,9 @@ def _claim_statements(on_sqlite: bool, domain: str) -> tuple[Update, Insert]:
     )
     if not on_sqlite:
         oldest_due = oldest_due.with_for_update(skip_locked=True)
-    # The enrollment rows are locked (not the queue's), then read again as they are now: a
-    # reader changing a preference locks the enrollment first and the queue second (the
-    # trigger), and so does this claim. A row that another tick claimed, or that is no longer
-    # due, drops out.
+    # Then the readers' own rows, skipping those held (a reader saving a preference), each
+    # read again as it is now: one that another tick claimed, or that is no longer due, drops
+    # out.
     due = (
         select(col(Enrollment.id))
         .where(

@@ -17,16 +17,14 @@ from collections.abc import Iterator
 
 import pytest
 from aiosmtpd.controller import Controller
-from sqlalchemy import create_engine, text
 
 from course.authoring import load_sequence, publish
 from course.cli.embedded_redis import EmbeddedRedis, free_port
 from course.clock import ManualClock
 from course.db import engine_for, session_scope, upgrade
 from course.settings import PROJECT_ROOT, Settings
-from tests.support import FIXTURES, SmtpSink, due_queue_drift, truncate
+from tests.support import FIXTURES, SmtpSink, due_queue_drift, postgres_database, truncate
 
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 # Two runs at once (CI on a clone, and a developer) each take their own db number.
 TEST_REDIS_DB = int(os.environ.get("COURSE_TEST_REDIS_DB", "11"))
 
@@ -104,18 +102,9 @@ def _postgres_url() -> Iterator[str | None]:
         )
         yield None
         return
-    name = f"homeward_test_{os.getpid()}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    upgrade(url)
-    yield url
-    engine_for(url).dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with postgres_database(f"homeward_test_{os.getpid()}") as url:
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture(scope="session")

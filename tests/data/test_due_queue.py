@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import pytest
 from alembic import command
-from sqlalchemy import bindparam, create_engine, select, text
+from sqlalchemy import bindparam, select, text
 from sqlmodel import col
 
 from course.authoring import load_sequence, publish
@@ -23,8 +23,7 @@ from course.db import alembic_config, engine_for, session_scope, upgrade
 from course.models import Delivery, DeliveryKind, Enrollment, Subscriber
 from course.sending import tick
 from course.settings import Settings
-from tests.conftest import PG_ADMIN_URL
-from tests.support import FIXTURES, active_readers, due_queue_drift
+from tests.support import FIXTURES, active_readers, due_queue_drift, postgres_database
 
 BEFORE = "0013"
 
@@ -36,19 +35,8 @@ def private_url(db_url: str, tmp_path) -> Iterator[str]:
     if db_url.startswith("sqlite"):
         yield f"sqlite:///{tmp_path / 'queue.db'}"
         return
-    name = f"homeward_test_queue_{os.getpid()}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    try:
+    with postgres_database(f"homeward_test_queue_{os.getpid()}") as url:
         yield url
-    finally:
-        engine_for(url).dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _claimed_readers(url: str, settings: Settings, clock: ManualClock, seen: set[int]) -> list[str]:
@@ -132,7 +120,10 @@ def test_a_claim_takes_the_next_due_readers_past_those_held_elsewhere(
     them, the beat's every tick)."""
     engine = engine_for(settings.database_url)
     if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has one writer at a time: no row is locked apart from the others")
+        pytest.skip(
+            "SQLite locks the whole database for a write, never single rows: there is nothing"
+            " held to skip past"
+        )
     readers = active_readers(settings, clock, held + 2)
     with engine.begin() as conn:
         # Due an hour, two hours ... apart, the first the oldest.

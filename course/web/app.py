@@ -15,6 +15,7 @@ from course.queue import enqueue_sends, kick_tick
 from course.ratelimit import Limiter, RedisLimiter
 from course.settings import Settings, get_settings
 from course.web import errors, metrics, openapi
+from course.web.pages import KeptPages
 from course.web.routes import (
     confirm,
     health,
@@ -75,6 +76,7 @@ def create_app(
     app.state.engine = engine_for(settings.database_url)
     app.state.enqueue = enqueue
     app.state.kick = kick
+    app.state.home_pages = KeptPages()
     app.state.limiter = limiter or RedisLimiter(
         settings.redis_url or "redis://127.0.0.1:6379/0",
         {

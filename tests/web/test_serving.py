@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,6 +43,24 @@ def test_the_sign_up_page_reads_the_offered_courses_once_not_on_every_view(clien
     assert client.get("/").status_code == 200
     views = statements_of(engine, lambda: [client.get("/") for _ in range(5)])
     assert views == []
+
+
+def test_each_view_of_the_kept_sign_up_page_has_a_nonce_of_its_own(client):
+    """The page is rendered once and kept; its script must still run under each answer's own
+    policy, and no two answers may share a nonce (a known nonce would let injected script run)."""
+    nonces = []
+    bodies = set()
+    for _ in range(3):
+        answer = client.get("/")
+        [nonce] = re.findall(
+            r"script-src 'nonce-([^']+)'", answer.headers["content-security-policy"]
+        )
+        scripts = re.findall(r'<script nonce="([^"]*)"', answer.text)
+        assert scripts and set(scripts) == {nonce}
+        nonces.append(nonce)
+        bodies.add(answer.text.replace(nonce, "NONCE"))
+    assert len(set(nonces)) == 3
+    assert len(bodies) == 1, "the same page apart from its nonce"
 
 
 def test_a_sign_up_writes_its_row_and_reads_nothing(client, settings):

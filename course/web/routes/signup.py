@@ -32,7 +32,7 @@ from course.web.deps import (
 from course.web.errors import not_open, status_of, too_many
 from course.web.i18n import consent_wording
 from course.web.openapi import ENROLL_ANSWERS, ENROLL_BODY, answers
-from course.web.pages import page, page_locale, say, wants_json
+from course.web.pages import KeptPages, page, page_locale, say, wants_json
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -64,6 +64,7 @@ def signup_page(
     error: str | None = None,
     values: dict[str, Any] | None = None,
     error_field: str = "",
+    nonce: str | None = None,
 ) -> HTMLResponse:
     settings: Settings = request.app.state.settings
     values = values or {}
@@ -88,15 +89,26 @@ def signup_page(
         by_language=len(courses) > 1 and all(len(c) == 1 for c in courses.values()),
         course=course.version if course else None,
         offer=course,
+        nonce=nonce,
     )
 
 
 @router.get("/", response_class=HTMLResponse, responses=answers(503))
 def home(request: Request, settings: SettingsDep, engine: EngineDep) -> HTMLResponse:
-    courses = open_courses(engine, settings)
+    try:
+        current = shelf(engine)
+    except SQLAlchemyError:
+        log.exception("the published courses cannot be read")
+        raise not_open() from None
+    courses = current.offered(settings.sequences, settings.default_sequence)
     if not courses:
         raise not_open()
-    return signup_page(request, courses)
+    kept: KeptPages = request.app.state.home_pages
+    return kept.answer(
+        current,
+        page_locale(request),
+        lambda nonce: signup_page(request, courses, nonce=nonce),
+    )
 
 
 @router.get("/courses/{slug}", response_class=HTMLResponse, responses=answers(404, 503))

@@ -20,10 +20,9 @@ BURST = 300
 
 def _queue(settings, clock, email: str, **fields) -> None:
     """A sign-up as the web app stores it: a row, taken in later."""
-    with session_scope(engine_for(settings.database_url)) as session:
-        sequence = fields.pop("sequence", settings.default_sequence)
-        req = EnrollRequest.parse({"email": email, "sequence": sequence, **fields}, sequence)
-        request_signup(session, clock, req)
+    sequence = fields.pop("sequence", settings.default_sequence)
+    req = EnrollRequest.parse({"email": email, "sequence": sequence, **fields}, sequence)
+    request_signup(engine_for(settings.database_url), clock, req)
 
 
 def test_a_burst_of_sign_ups_is_taken_in_as_if_one_by_one(

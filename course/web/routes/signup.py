@@ -159,12 +159,15 @@ def enroll_route(
         # The one database statement of a sign-up is its INSERT: the course comes from what
         # this process keeps, unless it was published elsewhere a moment ago.
         known = shelf(engine).course(req.sequence)
-        with session_scope(engine) as session:
-            locale = (known.version if known else latest_version(session, req.sequence)).locale
-            # A bot fills in every field, the hidden one too: it gets the same answer, and
-            # nothing is taken in.
-            if not str(data.get(HONEYPOT) or "").strip():
-                request_signup(session, clock, req)
+        if known is not None:
+            locale = known.version.locale
+        else:
+            with session_scope(engine) as session:
+                locale = latest_version(session, req.sequence).locale
+        # A bot fills in every field, the hidden one too: it gets the same answer, and
+        # nothing is taken in.
+        if not str(data.get(HONEYPOT) or "").strip():
+            request_signup(engine, clock, req)
     except (UnknownSequence, SQLAlchemyError):
         # Asked afresh: the database may have just come back, or had its first course published.
         if not open_courses(engine, settings, fresh=True):  # nothing published yet, or no schema

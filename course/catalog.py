@@ -279,6 +279,15 @@ def shelf(engine: Engine) -> Shelf:
         _refreshing.release()
 
 
+def kept_shelf(engine: Engine) -> Shelf | None:
+    """The shelf of `engine` if this process read it less than OFFERS_FRESH_SECONDS ago, else
+    None: never reads, never waits (for a caller on an event loop)."""
+    kept = _shelves.get(engine)
+    if kept is not None and time.monotonic() - kept.read_at < OFFERS_FRESH_SECONDS:
+        return kept.shelf
+    return None
+
+
 def _forget_offers() -> None:
     global _generation  # noqa: PLW0603  (one counter for the process, as the shelves are)
     _generation += 1

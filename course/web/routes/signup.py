@@ -12,8 +12,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 
-from course.catalog import Offer, latest_version, offered, shelf
+from course.catalog import Offer, kept_shelf, latest_version, offered, shelf
 from course.db import session_scope
 from course.errors import InvalidInput, UnknownSequence
 from course.readers.intake import request_signup
@@ -94,7 +95,19 @@ def signup_page(
 
 
 @router.get("/", response_class=HTMLResponse, responses=answers(503))
-def home(request: Request, settings: SettingsDep, engine: EngineDep) -> HTMLResponse:
+async def home(request: Request, settings: SettingsDep, engine: EngineDep) -> HTMLResponse:
+    # Most views: the page as kept, answered here on the event loop. Handing it to a thread
+    # and back cost as much CPU as the rest of the view.
+    current = kept_shelf(engine)
+    if current is not None:
+        answer = request.app.state.home_pages.find(current, page_locale(request))
+        if answer is not None:
+            return answer
+    # Once a second or so: the courses read again, or the page rendered, on a thread.
+    return await run_in_threadpool(render_home, request, settings, engine)
+
+
+def render_home(request: Request, settings: Settings, engine: Engine) -> HTMLResponse:
     try:
         current = shelf(engine)
     except SQLAlchemyError:

@@ -100,7 +100,8 @@ async def home(request: Request, settings: SettingsDep, engine: EngineDep) -> HT
     # and back cost as much CPU as the rest of the view.
     current = kept_shelf(engine)
     if current is not None:
-        answer = request.app.state.home_pages.find(current, page_locale(request))
+        kept: KeptPages = request.app.state.home_pages
+        answer = kept.find(current, page_locale(request))
         if answer is not None:
             return answer
     # Once a second or so: the courses read again, or the page rendered, on a thread.

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from course.catalog import Offer, kept_shelf, latest_version, offered, shelf
+from course.catalog import Offer, Shelf, kept_shelf, latest_version, offered, shelf
 from course.db import session_scope
 from course.errors import InvalidInput, UnknownSequence
 from course.readers.intake import request_signup
@@ -55,6 +55,15 @@ def open_courses(engine: Engine, settings: Settings, *, fresh: bool = False) -> 
         # The reader gets "come back later"; the operator gets the cause here and on /health.
         log.exception("the published courses cannot be read")
         return {}
+
+
+def _shelf_or_not_open(engine: Engine) -> Shelf:
+    """The courses as this process keeps them; "not open yet" when the database cannot say."""
+    try:
+        return shelf(engine)
+    except SQLAlchemyError:
+        log.exception("the published courses cannot be read")
+        raise not_open() from None
 
 
 def signup_page(
@@ -109,11 +118,7 @@ async def home(request: Request, settings: SettingsDep, engine: EngineDep) -> HT
 
 
 def render_home(request: Request, settings: Settings, engine: Engine) -> HTMLResponse:
-    try:
-        current = shelf(engine)
-    except SQLAlchemyError:
-        log.exception("the published courses cannot be read")
-        raise not_open() from None
+    current = _shelf_or_not_open(engine)
     courses = current.offered(settings.sequences, settings.default_sequence)
     if not courses:
         raise not_open()
@@ -128,11 +133,7 @@ def render_home(request: Request, settings: Settings, engine: Engine) -> HTMLRes
 @router.get("/courses/{slug}", response_class=HTMLResponse, responses=answers(404, 503))
 def course_page(request: Request, *, slug: str, engine: EngineDep) -> HTMLResponse:
     """A course's own sign-up page: that course only, whether the home page offers it or not."""
-    try:
-        found = shelf(engine).course(slug)
-    except SQLAlchemyError:
-        log.exception("the published courses cannot be read")
-        raise not_open() from None
+    found = _shelf_or_not_open(engine).course(slug)
     if found is None:
         raise UnknownSequence(f"There is no course called {slug!r}.")
     lang = request.query_params.get("lang") or found.version.locale

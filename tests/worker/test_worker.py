@@ -251,7 +251,10 @@ def test_a_pause_and_a_conversation_date_through_the_broker(settings, smtp, env,
     from course.web import create_app
     from tests.support import FIXTURES
 
-    day = 0.2  # long enough for the date to be set and read on the same course day
+    # A day long enough for the date to be set and read on the same course day; the conversation
+    # far enough out that a slow machine's beat, which can take a course day or two to send a
+    # lesson, still leaves days before it for the lessons that prepare.
+    day = 0.25
     settings.day_seconds = day
     env["COURSE_DAY_SECONDS"] = str(day)
     settings.default_sequence = "planning-course"
@@ -285,7 +288,7 @@ def test_a_pause_and_a_conversation_date_through_the_broker(settings, smtp, env,
         # A compressed course day N after the confirmation is its date + N (course.plan).
         started = as_utc(confirmed)
         today = int((datetime.now(UTC) - started).total_seconds() // day)
-        conversation = started.date() + timedelta(days=today + 6)
+        conversation = started.date() + timedelta(days=today + 12)
         saved = client.post(
             link.group(1), data={"action": "dates", "conversation_on": conversation.isoformat()}
         )

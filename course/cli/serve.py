@@ -39,7 +39,7 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
 
     from course import logs
     from course.cli.database import announce
-    from course.web import create_app
+    from course.web.app import serving_app
 
     # No schema check: until it is migrated the app answers 503 and /health says what to run.
     announce(settings)
@@ -64,12 +64,12 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
         "log_config": logs.dict_config(logs.wants_json(settings.log_format)),
     }
     if workers == 1:
-        uvicorn.run(create_app(settings), **common)
+        uvicorn.run(serving_app(settings), **common)
     else:
         # One process runs Python one request at a time, whatever the threads: a process per
-        # core. Each builds its own app from the same environment (create_app() reads
+        # core. Each builds its own app from the same environment (serving_app() reads
         # get_settings()), with its own database pool and catalogue (course.catalog.shelf).
-        uvicorn.run("course.web.app:create_app", factory=True, workers=workers, **common)
+        uvicorn.run("course.web.app:serving_app", factory=True, workers=workers, **common)
     return 0
 
 
@@ -182,11 +182,11 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         )
         import uvicorn
 
-        from course.web import create_app
+        from course.web.app import serving_app
 
         # A request that hangs must not keep everything running after a signal.
         config = uvicorn.Config(
-            create_app(settings),
+            serving_app(settings),
             host=args.host,
             port=args.port,
             log_level="warning",

@@ -39,7 +39,7 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
 
     from course import logs
     from course.cli.database import announce
-    from course.web.app import serving_app
+    from course.web import serving_app
 
     # No schema check: until it is migrated the app answers 503 and /health says what to run.
     announce(settings)
@@ -182,7 +182,7 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         )
         import uvicorn
 
-        from course.web.app import serving_app
+        from course.web import serving_app
 
         # A request that hangs must not keep everything running after a signal.
         config = uvicorn.Config(

@@ -105,7 +105,7 @@ def serving_app(settings: Settings | None = None) -> FastAPI:
     app = create_app(settings)
     # What is loaded by now (FastAPI, SQLAlchemy, the models, the routes) lives as long as the
     # process: kept out of the collector's full passes. Each pass walked all of it and held
-    # every request in the process for 80-180 ms, a few times a minute under a burst of
+    # every request in the process for up to 180 ms, about ten in 15 s under a burst of
     # sign-ups. (Tests build many apps in one process, so create_app itself does not freeze.)
     gc.freeze()
     return app

@@ -142,6 +142,18 @@ def course_page(request: Request, *, slug: str, engine: EngineDep) -> HTMLRespon
     )
 
 
+def _parsed(
+    data: dict[str, Any], settings: Settings, *, as_json: bool, form_lang: str
+) -> EnrollRequest:
+    if data.get("locale") not in (None, "", *i18n.LOCALES):
+        raise InvalidInput(i18n.catalog("en")["errors.locale"], "locale", "locale")
+    return replace(
+        EnrollRequest.parse(data, settings.default_sequence),
+        consent_source="api" if as_json else "form",
+        consent_wording="api" if as_json else consent_wording(form_lang or "en"),
+    )
+
+
 @router.post("/enroll", status_code=202, responses=ENROLL_ANSWERS, openapi_extra=ENROLL_BODY)
 def enroll_route(
     request: Request,
@@ -156,20 +168,20 @@ def enroll_route(
     as_json = wants_json(request)
     if not data.get("sequence") and data.get("locale") in settings.sequences:
         data["sequence"] = settings.sequences[str(data["locale"])]
-    if not limiter.allow("signup", client_address(request)):
-        raise too_many()
+    client = client_address(request)
     form_lang = str(data.get("lang") or "")
     try:
-        if data.get("locale") not in (None, "", *i18n.LOCALES):
-            raise InvalidInput(i18n.catalog("en")["errors.locale"], "locale", "locale")
-        req = replace(
-            EnrollRequest.parse(data, settings.default_sequence),
-            consent_source="api" if as_json else "form",
-            consent_wording="api" if as_json else consent_wording(form_lang or "en"),
-        )
-        # Counted under a digest: Redis never holds the address itself.
+        try:
+            req = _parsed(data, settings, as_json=as_json, form_lang=form_lang)
+        except InvalidInput:
+            # Counted all the same, and a client over its limit hears that first.
+            if not limiter.allow("signup", client):
+                raise too_many() from None
+            raise
+        # Both limits in one round trip to Redis. The address is counted under a digest:
+        # Redis never holds the address itself.
         address = hashlib.sha256(req.email.encode()).hexdigest()
-        if not limiter.allow("signup_address", address):
+        if not limiter.allow_all(("signup", client), ("signup_address", address)):
             raise too_many()
         # The one database statement of a sign-up is its INSERT: the course comes from what
         # this process keeps, unless it was published elsewhere a moment ago.

@@ -22,7 +22,9 @@ from course.clock import ManualClock
 from course.db import engine_for
 from course.models import EnrollmentStatus
 from course.outbound import forget_posted, post_due
+from course.readers.preferences import replan_waiting
 from course.sending import tick
+from course.sending.dispatch import release_expired
 from course.sending.lease import renew
 from course.settings import Settings
 from course.staff.webhooks import everything
@@ -160,7 +162,11 @@ def test_lost_deliveries_are_leased_again_by_primary_key(
     # The tick re-leases up to ten batches at once: a limit far below the rows that match, as
     # with ten million emails.
     settings.claim_batch = 10
-    statement, parameters = _sent_by_tick(postgres, settings, clock, "UPDATE delivery")
+    statement, parameters = _sent_by(
+        postgres,
+        lambda: release_expired(postgres, settings, clock, limit=settings.claim_batch * 10),
+        "UPDATE delivery",
+    )
     deliveries = DELIVERIES.format(every=every, lease=lease)
     nodes = _planned_under_tempting_statistics(
         postgres, [READERS, ENROLLMENTS.format(due=0), deliveries], statement, parameters
@@ -183,7 +189,11 @@ def test_readers_waiting_to_be_planned_again_are_found_without_reading_every_rea
     index leaves out: without an index of its own the look is a full scan of enrollment, about
     100 ms a tick with a million readers."""
     engine = engine_for(settings.database_url)
-    statement, parameters = _sent_by_tick(engine, settings, clock, "enrollment.replan")
+    statement, parameters = _sent_by(
+        engine,
+        lambda: replan_waiting(engine, settings, clock, limit=settings.claim_batch),
+        "enrollment.replan",
+    )
     if engine.dialect.name == "postgresql":
         nodes = _planned_under_tempting_statistics(
             engine, [READERS, ENROLLMENTS.format(due=0)], statement, parameters
@@ -200,6 +210,34 @@ def test_readers_waiting_to_be_planned_again_are_found_without_reading_every_rea
                 for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
             ]
         assert any("enrollment USING INDEX ix_enrollment_replan" in step for step in plan), plan
+
+
+def test_the_tick_asks_what_waits_without_reading_a_table_whole(
+    postgres, settings, clock, mini_course
+):
+    """Every tick first asks whether anything was lost, signed up or left to plan again, in
+    one statement. The statistics last saw half the emails lost, every reader to be planned
+    again and a burst of sign-ups; all were dealt with since. Reading a table to find the first
+    such row would then read all of it, on every tick: each must be a look into an index."""
+    statement, parameters = _sent_by_tick(postgres, settings, clock, "signup_request")
+    waiting = """
+    UPDATE enrollment SET replan = true;
+    INSERT INTO signup_request (created_at, email, fields)
+    SELECT TIMESTAMPTZ '2026-01-01', 'burst' || n || '@example.org', '{}'
+    FROM generate_series(1, :rows) AS n
+    """
+    nodes = _planned_under_tempting_statistics(
+        postgres,
+        [READERS, ENROLLMENTS.format(due=0), DELIVERIES.format(every=2, lease="2026-01-02")]
+        + waiting.split(";"),
+        statement,
+        parameters,
+        since="UPDATE delivery SET status = 'sent', lease_until = NULL;"
+        " UPDATE enrollment SET replan = false; DELETE FROM signup_request",
+    )
+    reads = [(n["Node Type"], n.get("Relation Name")) for n in nodes if n.get("Relation Name")]
+    assert {r for r in reads if r[0] == "Seq Scan"} == set(), reads
+    assert {table for _, table in reads} == {"delivery", "signup_request", "enrollment"}, reads
 
 
 def _renew(engine: Engine, clock: ManualClock) -> None:

@@ -12,17 +12,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlmodel import select
 
 from course.authoring import load_sequence, publish
 from course.catalog import OFFERS_FRESH_SECONDS
 from course.cli.embedded_redis import free_port
 from course.cli.serve import cpu_count
 from course.db import engine_for, session_scope
+from course.models import SignupRequest
 from course.settings import PROJECT_ROOT
 from tests.support import statements_of, wait_for
 
@@ -143,7 +146,9 @@ def healthy(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def course_web(settings, tmp_path: Path, *options: str) -> Iterator[tuple[int, int, Path]]:
+def course_web(
+    settings, tmp_path: Path, *options: str, more: dict[str, str] | None = None
+) -> Iterator[tuple[int, int, Path]]:
     """`course web` with `options` on a free port: (port, pid, its output), once healthy;
     stopped with SIGTERM afterwards, and nothing it started left behind."""
     port = free_port()
@@ -152,7 +157,7 @@ def course_web(settings, tmp_path: Path, *options: str) -> Iterator[tuple[int, i
         web = subprocess.Popen(
             [sys.executable, "-m", "course.cli", "web", "--port", str(port), *options],
             cwd=PROJECT_ROOT,
-            env=environment(settings, COURSE_BASE_URL=f"http://127.0.0.1:{port}"),
+            env=environment(settings, COURSE_BASE_URL=f"http://127.0.0.1:{port}", **(more or {})),
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -202,3 +207,25 @@ def test_course_web_logs_each_request_when_asked(settings, mini_course, tmp_path
     assert {"uvicorn.access", "uvicorn.error"} <= {r["logger"] for r in records}
     assert all(r["level"] and r["time"] for r in records)
     assert not any(r["logger"].startswith("alembic") for r in records)
+
+
+def test_a_burst_of_sign_ups_in_one_process_is_answered_and_kept_whole(
+    settings, mini_course, tmp_path
+):
+    """One process works on a few sign-ups at a time (course.web.routes.signup): 16 clients
+    signing up at once, five each, all get their answer, and every sign-up is written once."""
+    emails = [f"burst.{client}.{n}@example.org" for client in range(16) for n in range(5)]
+    more = {"COURSE_SIGNUP_RATE": "1000/minute"}  # 80 from one address: the limit is not tested
+    with course_web(settings, tmp_path, "--workers", "1", more=more) as (port, _pid, _out):
+        base = f"http://127.0.0.1:{port}"
+
+        def sign_up(mine: list[str]) -> list[int]:
+            with httpx.Client(base_url=base, timeout=30) as http:
+                return [http.post("/enroll", json={"email": e}).status_code for e in mine]
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(sign_up, [emails[i : i + 5] for i in range(0, 80, 5)]))
+    assert answers == [[202] * 5] * 16
+    with session_scope(engine_for(settings.database_url)) as session:
+        written = session.exec(select(SignupRequest.email)).all()
+    assert sorted(written) == sorted(emails)

@@ -14,7 +14,6 @@ from typing import Protocol, cast
 
 from limits import RateLimitItem, parse_many
 from limits.storage import RedisStorage, storage_from_string
-from limits.strategies import MovingWindowRateLimiter
 from redis import Redis
 from redis.exceptions import NoScriptError
 
@@ -36,21 +35,16 @@ class RedisLimiter:
         storage = storage_from_string(redis_url)
         assert isinstance(storage, RedisStorage), redis_url
         self._storage = storage
-        self._limiter = MovingWindowRateLimiter(self._storage)
         self._rules: dict[str, list[RateLimitItem]] = {
             name: parse_many(text) for name, text in rules.items()
         }
 
     def allow(self, rule: str, who: str) -> bool:
-        try:
-            # Every window is counted, even once one is full, as a bot's retries should be.
-            return all([self._limiter.hit(item, rule, who) for item in self._rules[rule]])
-        except Exception:
-            log.warning("rate limits cannot be counted (Redis?); letting it through", exc_info=True)
-            return True
+        return self.allow_all((rule, who))
 
     def allow_all(self, *checks: tuple[str, str]) -> bool:
         try:
+            # Every window is counted, even once one is full, as a bot's retries should be.
             return all(self._hit_together(checks))
         except Exception:
             log.warning("rate limits cannot be counted (Redis?); letting it through", exc_info=True)
@@ -61,19 +55,20 @@ class RedisLimiter:
         the library's own moving-window script, sent down one pipeline."""
         script = self._storage.lua_acquire_moving_window
         redis = cast(Redis, self._storage.get_connection())
-        now = time.time()
-        for attempt in (1, 2):
+
+        def counted() -> list[bool]:
             pipe = redis.pipeline(transaction=False)
+            now = time.time()
             for rule, who in checks:
                 for item in self._rules[rule]:
                     key = self._storage.prefixed_key(item.key_for(rule, who))
                     pipe.evalsha(script.sha, 1, key, now, item.amount, item.get_expiry(), 1)
-            try:
-                return [bool(acquired) for acquired in pipe.execute()]
-            except NoScriptError:
-                # Redis restarted or its scripts were flushed: loaded again, then asked again.
-                # No window was counted, as a script that is not there runs nothing.
-                if attempt == 2:
-                    raise
-                redis.script_load(script.script)
-        raise AssertionError("unreachable")
+            return [bool(acquired) for acquired in pipe.execute()]
+
+        try:
+            return counted()
+        except NoScriptError:
+            # Redis restarted or its scripts were flushed: loaded again, then asked again. No
+            # window was counted, as a script that is not there runs nothing.
+            redis.script_load(script.script)
+            return counted()

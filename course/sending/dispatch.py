@@ -39,7 +39,7 @@ from sqlalchemy.orm import Mapped
 from sqlmodel import col
 
 from course.clock import Clock
-from course.db import chunks, is_sqlite
+from course.db import chunks, is_sqlite, read_only
 from course.models import (
     Delivery,
     DeliveryKind,
@@ -292,9 +292,14 @@ _WAITING = select(
 
 def _work_waiting(engine: Engine, clock: Clock) -> tuple[bool, bool, bool]:
     """(lost deliveries, sign-ups, readers to plan again): which is there now."""
-    with engine.connect() as conn:
-        if not is_sqlite(engine):  # one round trip, without BEGIN and ROLLBACK around it
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+    # A read alone: on PostgreSQL one round trip, without BEGIN and ROLLBACK around it; on
+    # SQLite a deferred transaction, which takes no write lock for the sending workers to wait on.
+    reader = (
+        read_only(engine)
+        if is_sqlite(engine)
+        else engine.execution_options(isolation_level="AUTOCOMMIT")
+    )
+    with reader.connect() as conn:
         row = conn.execute(_WAITING, {"now": clock.now()}).one()
     return bool(row[0]), bool(row[1]), bool(row[2])
 

@@ -240,6 +240,20 @@ def test_the_tick_asks_what_waits_without_reading_a_table_whole(
     assert {table for _, table in reads} == {"delivery", "signup_request", "enrollment"}, reads
 
 
+def test_on_sqlite_the_tick_asks_what_waits_without_taking_the_write_lock(
+    settings, clock, mini_course
+):
+    """Every sending worker's "sent" write waits for SQLite's one write lock: a tick with
+    nothing lost, signed up or to plan again reads, and begins no transaction that writes."""
+    engine = engine_for(settings.database_url)
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write lock: PostgreSQL asks in one statement, in autocommit")
+    sent = [s for s, _ in executed(engine, lambda: tick(engine, settings, clock))]
+    asked = next(i for i, s in enumerate(sent) if "signup_request" in s)
+    assert sent[asked - 1] == "BEGIN", sent[: asked + 1]
+    assert "BEGIN IMMEDIATE" not in sent[:asked], sent[: asked + 1]
+
+
 def _renew(engine: Engine, clock: ManualClock) -> None:
     renew(engine, ids=[1, 2, 3], owner="worker-1", clock=clock, seconds=60)
 

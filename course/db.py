@@ -52,6 +52,23 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+# How long a new PostgreSQL connection may take. Without a limit a server that takes the
+# connection but never answers (a hung host, a full proxy) holds a sign-up, and the web process's
+# sign-up slots behind it, for as long as the kernel keeps trying: minutes. A URL that names its
+# own connect_timeout keeps it; libpq counts it per address, so name hosts by one address.
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+def _connect_args(url: str) -> dict[str, Any]:
+    """The driver's settings for each new PostgreSQL connection."""
+    # Sessions in UTC: a date taken of a timestamp (the dashboard's days) and timestamps as
+    # read are UTC days and UTC times, whatever the server's own zone.
+    args: dict[str, Any] = {"options": "-c TimeZone=UTC"}
+    if "connect_timeout" not in make_url(url).query:
+        args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    return args
+
+
 def connections_kept() -> int:
     """The PostgreSQL connections a process keeps, at most: one per sending thread of a worker
     (COURSE_SMTP_CONNECTIONS) and five more for its tick and beat tasks. A web process gets
@@ -62,8 +79,6 @@ def connections_kept() -> int:
 def make_engine(url: str) -> Engine:
     url = normalize_url(url)
     if not url.startswith("sqlite"):
-        # Sessions in UTC: a date taken of a timestamp (the dashboard's days) and timestamps as
-        # read are UTC days and UTC times, whatever the server's own zone.
         engine = create_engine(
             url,
             # A worker's sending threads (one per SMTP connection) each claim and load their
@@ -77,7 +92,7 @@ def make_engine(url: str) -> Engine:
             # Against what closes an idle connection without a word (a firewall, a proxy):
             # a connection is never reused after this many seconds.
             pool_recycle=1800,
-            connect_args={"options": "-c TimeZone=UTC"},
+            connect_args=_connect_args(url),
             # A failed statement's parameters are a reader's address, name or answers: never
             # in an error message, which ends up in a log line.
             hide_parameters=True,

@@ -158,3 +158,29 @@ def test_a_burst_of_requests_reuses_the_postgresql_connections_it_opened(db_url)
         assert len(opened) == at_once
     finally:
         engine.dispose()
+
+
+def test_a_database_url_that_names_its_own_connection_time_limit_keeps_it():
+    """An operator whose database sits far away names a longer (or shorter) limit in the URL;
+    it is not replaced by the default."""
+    import socket
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    from course.db import CONNECT_TIMEOUT_SECONDS
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(8)  # takes connections in, never answers on them
+    port = hung.getsockname()[1]
+    engine = make_engine(f"postgresql://homeward@127.0.0.1:{port}/homeward?connect_timeout=1")
+    try:
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="timeout"):
+            engine.connect()
+        took = time.monotonic() - started
+    finally:
+        engine.dispose()
+        hung.close()
+    assert 0.9 <= took < CONNECT_TIMEOUT_SECONDS / 2, took

@@ -724,3 +724,36 @@ def test_a_tampered_or_wrong_stage_link_gets_a_friendly_400(client, smtp, delive
             assert "Traceback" not in page.text and "Go to the sign-up page" in page.text
     api = client.post(link[:-3] + "xyz", headers={"Accept": "application/json"})
     assert api.status_code == 400 and api.json()["code"] == "link_invalid"
+
+
+def test_a_sign_up_meets_a_database_that_never_answers_with_an_answer_not_a_wait(
+    redis_url, clock, caplog
+):
+    """A database host that takes the connection and then says nothing (hung, or a full proxy
+    in front of it): the reader hears back within the connection time limit instead of
+    waiting for minutes, and the log names the trouble."""
+    import socket
+    import time
+
+    from course.db import CONNECT_TIMEOUT_SECONDS
+    from course.settings import Settings
+    from course.web import create_app
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(8)  # the kernel takes connections in; nothing ever answers on them
+    try:
+        url = f"postgresql://homeward@127.0.0.1:{hung.getsockname()[1]}/homeward"
+        silent = Settings(database_url=url, redis_url=redis_url, secret_key="test-" + "k" * 32)
+        app = create_app(silent, clock, enqueue=lambda _: None, kick=lambda: None)
+        with TestClient(app, raise_server_exceptions=False) as c:
+            started = time.monotonic()
+            answer = c.post("/enroll", json={"email": "waiting@example.org"})
+            took = time.monotonic() - started
+    finally:
+        hung.close()
+    # Asked once, not again: sign-up is closed for now, and says so.
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"] == "Sign-up is not open yet. Please come back a little later."
+    assert CONNECT_TIMEOUT_SECONDS * 0.9 <= took < CONNECT_TIMEOUT_SECONDS * 1.5, took
+    assert "connection timeout expired" in caplog.text

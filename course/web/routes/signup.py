@@ -16,12 +16,12 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from course.catalog import Offer, Shelf, kept_shelf, latest_version, offered, shelf
 from course.clock import Clock
-from course.db import session_scope
+from course.db import is_sqlite, session_scope
 from course.errors import InvalidInput, UnknownSequence
 from course.ratelimit import Limiter
 from course.readers.intake import request_signup
@@ -245,7 +245,12 @@ def enroll(
         # nothing is taken in.
         if not str(data.get(HONEYPOT) or "").strip():
             request_signup(engine, clock, req)
-    except (UnknownSequence, SQLAlchemyError):
+    except (UnknownSequence, SQLAlchemyError) as exc:
+        if isinstance(exc, OperationalError) and not is_sqlite(engine):
+            # PostgreSQL could not be reached, or dropped the connection: asking again would
+            # keep the reader waiting as long again (up to course.db's connection time limit).
+            log.exception("the database did not answer a sign-up")
+            raise not_open() from None
         # Asked afresh: the database may have just come back, or had its first course published.
         if not open_courses(engine, settings, fresh=True):  # nothing published yet, or no schema
             raise not_open() from None

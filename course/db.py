@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import select
 import sqlite3
 import time
@@ -52,10 +53,10 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-# How long a new PostgreSQL connection may take. Without a limit a server that takes the
-# connection but never answers (a hung host, a full proxy) holds a sign-up, and the web process's
-# sign-up slots behind it, for as long as the kernel keeps trying: minutes. A URL that names its
-# own connect_timeout keeps it; libpq counts it per address, so name hosts by one address.
+# How long a new PostgreSQL connection may take. Left to psycopg (130 s), a server that takes
+# the connection but never answers (a hung host, a full proxy) holds a sign-up, and the web
+# process's sign-up slots behind it, for minutes. A URL's own connect_timeout, or
+# PGCONNECT_TIMEOUT, is kept; it counts per address, so name hosts by one address.
 CONNECT_TIMEOUT_SECONDS = 10
 
 
@@ -64,7 +65,7 @@ def _connect_args(url: str) -> dict[str, Any]:
     # Sessions in UTC: a date taken of a timestamp (the dashboard's days) and timestamps as
     # read are UTC days and UTC times, whatever the server's own zone.
     args: dict[str, Any] = {"options": "-c TimeZone=UTC"}
-    if "connect_timeout" not in make_url(url).query:
+    if "connect_timeout" not in make_url(url).query and "PGCONNECT_TIMEOUT" not in os.environ:
         args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
     return args
 

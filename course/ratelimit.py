@@ -51,7 +51,7 @@ class RedisLimiter:
             return True
 
     def _hit_together(self, checks: tuple[tuple[str, str], ...]) -> list[bool]:
-        """Every window of every check counted in one round trip to Redis (a sign-up has four):
+        """Every window of every check counted in one round trip to Redis (the sign-up limits have two each):
         the library's own moving-window script, sent down one pipeline."""
         script = self._storage.lua_acquire_moving_window
         redis = cast(Redis, self._storage.get_connection())

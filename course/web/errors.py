@@ -82,6 +82,12 @@ class NotOpen(CourseError):
     default_code = "not_open"
 
 
+class Unavailable(CourseError):
+    """The database could not be reached: nothing was written, and trying again later works."""
+
+    default_code = "unavailable"
+
+
 class ServerError(CourseError):
     default_code = "server"
 
@@ -107,6 +113,7 @@ STATUS: dict[type[CourseError], int] = {
     CourseNotFound: 404,
     EndpointNotFound: 404,
     NotOpen: 503,
+    Unavailable: 503,
     ServerError: 500,
     ConfigurationError: 500,
 }
@@ -119,6 +126,11 @@ def status_of(exc: CourseError) -> int:
 def not_open() -> NotOpen:
     log.error("no course is open for sign-up: see /health")
     return NotOpen(_english("not_open"))
+
+
+def unavailable() -> Unavailable:
+    log.exception("the database could not be reached")
+    return Unavailable(_english("unavailable"))
 
 
 def too_many() -> TooMany:

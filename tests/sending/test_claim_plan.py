@@ -60,6 +60,11 @@ def _update_scans(nodes: list[dict[str, Any]], table: str) -> list[dict[str, Any
     return [n for n in below if n.get("Relation Name") == table and n["Alias"] == target["Alias"]]
 
 
+_ANALYZE = (
+    "ANALYZE subscriber, enrollment, enrollment_due, delivery, webhook_message, signup_request"
+)
+
+
 def _planned_under_tempting_statistics(
     engine: Engine, fill: list[str], statement: str, parameters: Any, *, since: str = ""
 ) -> list[dict[str, Any]]:
@@ -70,18 +75,14 @@ def _planned_under_tempting_statistics(
         try:
             for step in fill:
                 conn.execute(text(step), {"rows": ROWS})
-            conn.exec_driver_sql(
-                "ANALYZE subscriber, enrollment, enrollment_due, delivery, webhook_message"
-            )
+            conn.exec_driver_sql(_ANALYZE)
             if since:
                 conn.execute(text(since))
             return _plan(conn, statement, parameters)
         finally:
             conn.rollback()
             # ANALYZE wrote the row counts in place (they outlive the rollback): count again.
-            conn.exec_driver_sql(
-                "ANALYZE subscriber, enrollment, enrollment_due, delivery, webhook_message"
-            )
+            conn.exec_driver_sql(_ANALYZE)
             conn.commit()
 
 

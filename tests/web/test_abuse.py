@@ -352,3 +352,24 @@ def test_the_hourly_purge_never_compares_every_person_with_every_sign_up(setting
         if node.get("Subplan Name", "").startswith("SubPlan")  # "hashed SubPlan" is one pass
     ]
     assert len(plans) >= 3 and one_by_one == []
+
+
+def test_a_reader_on_a_busy_network_keeps_their_own_address_limit(
+    settings, clock, mini_course, queued
+):
+    """Someone at a school or on a phone carrier's shared address retries while that address is
+    refused: the refusals are not counted against their email address, so once the network's
+    turn comes back they can sign up (from there or from home)."""
+    settings.signup_rate = "2/minute"
+    settings.signup_address_rate = "5/hour"
+    with app_client(settings, clock, queued) as client:
+        for n in range(2):
+            assert client.post("/enroll", json={"email": f"n{n}@example.org"}).status_code == 202
+        for _ in range(8):  # more than the address's own limit, each refused for the network
+            assert client.post("/enroll", json={"email": "mum@example.org"}).status_code == 429
+    # From home, another network, the reader gets in.
+    from course.web import create_app
+
+    app = create_app(settings, clock, enqueue=queued.extend, kick=lambda: None)
+    with TestClient(app, raise_server_exceptions=False, client=("198.51.100.7", 50000)) as home:
+        assert home.post("/enroll", json={"email": "mum@example.org"}).status_code == 202

@@ -752,8 +752,11 @@ def test_a_sign_up_meets_a_database_that_never_answers_with_an_answer_not_a_wait
             took = time.monotonic() - started
     finally:
         hung.close()
-    # Asked once, not again: sign-up is closed for now, and says so.
+    # Asked once, not again: sign-up cannot be taken for now, and says so.
     assert answer.status_code == 503, answer.text
-    assert answer.json()["error"] == "Sign-up is not open yet. Please come back a little later."
+    assert answer.json()["error"] == (
+        "We cannot take sign-ups for a moment, and nothing was saved."
+        " Please try again in a few minutes."
+    )
     assert CONNECT_TIMEOUT_SECONDS * 0.9 <= took < CONNECT_TIMEOUT_SECONDS * 1.5, took
     assert "connection timeout expired" in caplog.text

@@ -37,7 +37,7 @@ from course.web.deps import (
     SettingsDep,
     client_address,
 )
-from course.web.errors import not_open, status_of, too_many
+from course.web.errors import not_open, status_of, too_many, unavailable
 from course.web.i18n import consent_wording
 from course.web.openapi import ENROLL_ANSWERS, ENROLL_BODY, answers
 from course.web.pages import KeptPages, page, page_locale, say, wants_json
@@ -228,10 +228,12 @@ def enroll(
             if not limiter.allow("signup", client):
                 raise too_many() from None
             raise
-        # Both limits in one round trip to Redis. The address is counted under a digest:
-        # Redis never holds the address itself.
+        # Each limit's windows in one round trip to Redis. The address is counted under a
+        # digest: Redis never holds the address itself.
         address = hashlib.sha256(req.email.encode()).hexdigest()
-        if not limiter.allow_all(("signup", client), ("signup_address", address)):
+        # The address only once the client is let through: a reader on a busy shared network
+        # (a school, a phone carrier) whose retries are refused keeps their own turns.
+        if not (limiter.allow("signup", client) and limiter.allow("signup_address", address)):
             raise too_many()
         # The one database statement of a sign-up is its INSERT: the course comes from what
         # this process keeps, unless it was published elsewhere a moment ago.
@@ -246,11 +248,12 @@ def enroll(
         if not str(data.get(HONEYPOT) or "").strip():
             request_signup(engine, clock, req)
     except (UnknownSequence, SQLAlchemyError) as exc:
-        if isinstance(exc, OperationalError) and not is_sqlite(engine):
-            # PostgreSQL could not be reached, or dropped the connection: asking again would
-            # keep the reader waiting as long again (up to course.db's connection time limit).
-            log.exception("the database did not answer a sign-up")
-            raise not_open() from None
+        if isinstance(exc, OperationalError) and exc.statement is None and not is_sqlite(engine):
+            # PostgreSQL could not be reached (no statement was sent, so nothing was written):
+            # asking again would keep the reader waiting as long again, up to course.db's
+            # connection time limit. An error after a statement went out is not this: the
+            # sign-up may have been written.
+            raise unavailable() from exc
         # Asked afresh: the database may have just come back, or had its first course published.
         if not open_courses(engine, settings, fresh=True):  # nothing published yet, or no schema
             raise not_open() from None

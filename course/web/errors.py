@@ -129,7 +129,6 @@ def not_open() -> NotOpen:
 
 
 def unavailable() -> Unavailable:
-    log.exception("the database could not be reached")
     return Unavailable(_english("unavailable"))
 
 

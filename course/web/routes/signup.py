@@ -8,6 +8,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -167,6 +168,10 @@ def _parsed(
 # processes), each thread queued for the lock after every round trip: 10 s runs alternating 1,
 # 2, 3 and 40 gave a p99 of 31-32 ms with 2, 38-41 ms with 1 or 3, 42-45 ms with 40.
 SIGNUPS_AT_ONCE = 2
+# After PostgreSQL could not be reached, a process answers sign-ups "try again in a few minutes"
+# at once for this long, instead of each waiting out the connection time limit in turn behind
+# the two slots (the tenth in line would wait 50 s).
+UNREACHABLE_SECONDS = 5.0
 
 
 def _signup_slots(request: Request) -> anyio.CapacityLimiter:
@@ -235,6 +240,10 @@ def enroll(
         # (a school, a phone carrier) whose retries are refused keeps their own turns.
         if not (limiter.allow("signup", client) and limiter.allow("signup_address", address)):
             raise too_many()
+        down_until: datetime | None = getattr(request.app.state, "database_down_until", None)
+        if down_until is not None and clock.now() < down_until:
+            log.warning("a sign-up answered 'try again' untried: PostgreSQL did not answer")
+            raise unavailable()
         # The one database statement of a sign-up is its INSERT: the course comes from what
         # this process keeps, unless it was published elsewhere a moment ago.
         known = shelf(engine).course(req.sequence)
@@ -253,6 +262,10 @@ def enroll(
             # asking again would keep the reader waiting as long again, up to course.db's
             # connection time limit. An error after a statement went out is not this: the
             # sign-up may have been written.
+            log.exception("PostgreSQL could not be reached for a sign-up")
+            request.app.state.database_down_until = clock.now() + timedelta(
+                seconds=UNREACHABLE_SECONDS
+            )
             raise unavailable() from exc
         # Asked afresh: the database may have just come back, or had its first course published.
         if not open_courses(engine, settings, fresh=True):  # nothing published yet, or no schema

@@ -25,10 +25,6 @@ class Limiter(Protocol):
         """Count one request by `who` against `rule`; False once the rule's limit is reached."""
         ...
 
-    def allow_all(self, *checks: tuple[str, str]) -> bool:
-        """Count one request against each (rule, who); False once any of them is full."""
-        ...
-
 
 class RedisLimiter:
     def __init__(self, redis_url: str, rules: dict[str, str]) -> None:
@@ -43,6 +39,7 @@ class RedisLimiter:
         return self.allow_all((rule, who))
 
     def allow_all(self, *checks: tuple[str, str]) -> bool:
+        """Count one request against each (rule, who); False once any of them is full."""
         try:
             # Every window is counted, even once one is full, as a bot's retries should be.
             return all(self._hit_together(checks))
@@ -51,8 +48,8 @@ class RedisLimiter:
             return True
 
     def _hit_together(self, checks: tuple[tuple[str, str], ...]) -> list[bool]:
-        """Every window of every check counted in one round trip to Redis (the sign-up limits have two each):
-        the library's own moving-window script, sent down one pipeline."""
+        """Every window of every check counted in one round trip to Redis (a sign-up's limits
+        have two each): the library's own moving-window script, sent down one pipeline."""
         script = self._storage.lua_acquire_moving_window
         redis = cast(Redis, self._storage.get_connection())
 
